@@ -1,0 +1,12 @@
+# CUDA backend. Compiled whenever nvcc is present (CI compiles it on every run), for sm_80 and sm_90.
+enable_language(CUDA)
+if(NOT DEFINED CMAKE_CUDA_ARCHITECTURES OR CMAKE_CUDA_ARCHITECTURES STREQUAL "52")
+  set(CMAKE_CUDA_ARCHITECTURES 80 90)
+endif()
+set(CMAKE_CUDA_STANDARD 17)
+find_package(CUDAToolkit REQUIRED)
+file(GLOB _cuda_src CONFIGURE_DEPENDS ${CMAKE_SOURCE_DIR}/src/cuda/*.cu ${CMAKE_SOURCE_DIR}/src/cuda/*.cpp)
+add_library(lora_cuda STATIC ${_cuda_src})
+target_include_directories(lora_cuda PUBLIC ${CMAKE_SOURCE_DIR}/src)
+target_link_libraries(lora_cuda PUBLIC lora_ops CUDA::cudart CUDA::cublasLt)
+target_compile_definitions(lora_cuda PUBLIC LORA_HAVE_CUDA=1)

@@ -1,0 +1,6 @@
+// CUDA device queries (the CUDA backend proper lands with the CUDA issue).
+#pragma once
+
+namespace lora::cuda {
+int device_count();
+}
