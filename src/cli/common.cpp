@@ -1,0 +1,73 @@
+// Shared CLI flags and model loading for the inference subcommands.
+#include "cli/common.h"
+
+#include <omp.h>
+
+#include "core/error.h"
+#include "core/log.h"
+#include "core/timer.h"
+#include "cpu/cpu_ops.h"
+#include "io/chat_template.h"
+
+namespace lora::cli {
+
+void add_model_flags(CLI::App* cmd, ModelFlags& f, bool required) {
+  auto* m = cmd->add_option("--model,-m", f.model, "Model: a Hugging Face folder (config.json + *.safetensors) or a .gguf file");
+  if (required) m->required();
+  cmd->add_option("--chat-template", f.chat_template,
+                  "Override the chat template: a built-in name (chatml, zephyr, llama2, llama3, mistral) or a Jinja file");
+  cmd->add_option("--max-kv-size", f.max_kv_size, "KV cache size in tokens (0 = the model's context length)")
+      ->check(CLI::NonNegativeNumber);
+  cmd->add_option("--threads,-t", f.threads, "CPU threads (0 = all cores)")->check(CLI::NonNegativeNumber);
+}
+
+void add_sampling_flags(CLI::App* cmd, SamplingFlags& f) {
+  cmd->add_option("--temp", f.temp, "Sampling temperature (0 = greedy)");
+  cmd->add_option("--top-p", f.top_p, "Nucleus sampling: keep the smallest set of tokens with this total probability");
+  cmd->add_option("--top-k", f.top_k, "Keep only the k most likely tokens (0 = off)");
+  cmd->add_option("--min-p", f.min_p, "Drop tokens less likely than min-p times the most likely one (0 = off)");
+  cmd->add_option("--repetition-penalty", f.repetition_penalty, "Penalty for tokens seen in the last 64 (1 = off)");
+  cmd->add_option("--seed", f.seed, "Random seed for sampling");
+}
+
+void check_sampling_flags(const SamplingFlags& f) {
+  if (!(f.temp >= 0)) fail_input("--temp", fmt::format("{} is negative", f.temp), "use 0 for greedy decoding or a positive temperature");
+  if (!(f.top_p > 0 && f.top_p <= 1)) fail_input("--top-p", fmt::format("{} is outside (0, 1]", f.top_p), "use 1 to turn it off");
+  if (f.top_k < 0) fail_input("--top-k", fmt::format("{} is negative", f.top_k), "use 0 to turn it off");
+  if (!(f.min_p >= 0 && f.min_p <= 1)) fail_input("--min-p", fmt::format("{} is outside [0, 1]", f.min_p), "use 0 to turn it off");
+  if (!(f.repetition_penalty > 0)) fail_input("--repetition-penalty", "must be positive", "use 1 to turn it off");
+}
+
+SamplerParams sampler_params(const SamplingFlags& f) {
+  SamplerParams p;
+  p.temp = f.temp;
+  p.top_p = f.top_p;
+  p.top_k = f.top_k;
+  p.min_p = f.min_p;
+  p.repetition_penalty = f.repetition_penalty;
+  p.seed = f.seed;
+  return p;
+}
+
+void apply_threads(int threads) {
+  if (threads > 0) omp_set_num_threads(threads);
+}
+
+std::unique_ptr<Loaded> load_for_inference(const ModelFlags& f) {
+  apply_threads(f.threads);
+  auto L = std::make_unique<Loaded>();
+  Timer t;
+  L->model = model_load(f.model);
+  L->tok = tokenizer_load(f.model);
+  if (L->tok->vocab_size() > L->model.cfg.vocab)
+    fail_input(f.model, fmt::format("the tokenizer has {} tokens but the model's vocabulary is {}", L->tok->vocab_size(), L->model.cfg.vocab),
+               "the tokenizer files do not belong to these weights");
+  if (!f.chat_template.empty()) L->prompt.chat_template = chat_template_resolve(f.chat_template);
+  int64_t n_ctx = L->model.cfg.max_pos;
+  if (f.max_kv_size > 0) n_ctx = f.max_kv_size;
+  L->session = std::make_unique<LlamaSession>(L->model, cpu_ops(), n_ctx);
+  log_debug("loaded {} in {:.2f}s", f.model, t.seconds());
+  return L;
+}
+
+}  // namespace lora::cli
