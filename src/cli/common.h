@@ -52,5 +52,6 @@ std::unique_ptr<Loaded> load_for_inference(const ModelFlags& f);
 void register_generate(CLI::App& app, Action& action);
 void register_chat(CLI::App& app, Action& action);
 void register_tokenize(CLI::App& app, Action& action);
+void register_init(CLI::App& app, Action& action);
 
 }  // namespace lora::cli
