@@ -1,0 +1,51 @@
+// GEMM through OpenBLAS. This is the only file of the project that includes cblas.h
+// (docs/conventions.md), so swapping the BLAS means editing one file. See gemm.h for the threading.
+#include "cpu/gemm.h"
+
+#include <cblas.h>
+#include <omp.h>
+
+#include <algorithm>
+#include <mutex>
+
+#include "core/error.h"
+
+namespace lora::cpu {
+
+namespace {
+
+void blas_single_threaded() {
+  static std::once_flag once;
+  std::call_once(once, [] { openblas_set_num_threads(1); });
+}
+
+}  // namespace
+
+void gemm_nt_f32_serial(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const float* b,
+                        int64_t ldb, float* c, int64_t ldc) {
+  LORA_CHECK(m >= 0 && n >= 0 && k >= 0 && lda >= k && ldb >= k && ldc >= n, "bad gemm shape");
+  if (m == 0 || n == 0) return;
+  blas_single_threaded();
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(m), int(n), int(k), 1.0f, a, int(lda), b, int(ldb),
+              0.0f, c, int(ldc));
+}
+
+void gemm_nt_f32(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const float* b, int64_t ldb,
+                 float* c, int64_t ldc) {
+  blas_single_threaded();
+  const int64_t nt = std::min<int64_t>(omp_get_max_threads(), (n + 31) / 32);
+  if (nt <= 1 || m * n * k < (int64_t(1) << 18)) {
+    gemm_nt_f32_serial(m, n, k, a, lda, b, ldb, c, ldc);
+    return;
+  }
+  // Column blocks of c (rows of b), multiples of 16 so each sgemm keeps whole micro-tiles.
+  const int64_t block = (n + nt - 1) / nt + 15;
+  const int64_t bs = block - block % 16;
+#pragma omp parallel for num_threads(int(nt)) schedule(static)
+  for (int64_t t = 0; t < nt; ++t) {
+    const int64_t j0 = std::min(n, t * bs), j1 = std::min(n, j0 + bs);
+    if (j1 > j0) gemm_nt_f32_serial(m, j1 - j0, k, a, lda, b + j0 * ldb, ldb, c + j0, ldc);
+  }
+}
+
+}  // namespace lora::cpu

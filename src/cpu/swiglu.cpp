@@ -1,0 +1,34 @@
+// The element-wise ops: swiglu_fwd (out = silu(gate) * up, silu(g) = g / (1 + e^-g)) and add_fwd
+// (the residual y += x). out may alias gate or up.
+#include <cmath>
+
+#include "cpu/kernels.h"
+
+namespace lora::cpu {
+
+void swiglu_fwd(const Tensor& gate, const Tensor& up, Tensor& out) {
+  LORA_CHECK(gate.dtype == DTYPE_F32 && up.dtype == DTYPE_F32 && out.dtype == DTYPE_F32 && gate.is_contiguous() &&
+                 up.is_contiguous() && out.is_contiguous(),
+             "swiglu: tensors must be contiguous f32");
+  const int64_t n = gate.numel();
+  LORA_CHECK(up.numel() == n && out.numel() == n, "swiglu: gate {} up {} out {}", gate.shape_str(), up.shape_str(),
+             out.shape_str());
+  const float* g = gate.f32();
+  const float* u = up.f32();
+  float* o = out.f32();
+#pragma omp parallel for simd schedule(static) if (n >= (int64_t(1) << 16))
+  for (int64_t i = 0; i < n; ++i) o[i] = g[i] / (1.0f + std::exp(-g[i])) * u[i];
+}
+
+void add_fwd(Tensor& y, const Tensor& x) {
+  LORA_CHECK(y.dtype == DTYPE_F32 && x.dtype == DTYPE_F32 && y.is_contiguous() && x.is_contiguous() &&
+                 y.numel() == x.numel(),
+             "add: y {} += x {} needs equal contiguous f32", y.shape_str(), x.shape_str());
+  const int64_t n = y.numel();
+  float* Y = y.f32();
+  const float* X = x.f32();
+#pragma omp parallel for simd schedule(static) if (n >= (int64_t(1) << 16))
+  for (int64_t i = 0; i < n; ++i) Y[i] += X[i];
+}
+
+}  // namespace lora::cpu
