@@ -52,7 +52,7 @@ void LlamaSession::forward(const int32_t* tokens, int64_t n, float* logits, bool
     fail_input("prompt",
                "prompt of " + std::to_string(cache_.pos + n) + " tokens does not fit the context of " +
                    std::to_string(cache_.n_ctx),
-               "hint: --max-kv-size / shorter prompt");
+               "shorten the prompt or raise --max-kv-size (up to the model's context length)");
   const int64_t V = m_.cfg.vocab;
   for (int64_t off = 0; off < n; off += max_batch_) {
     const int64_t nb = std::min(max_batch_, n - off);
