@@ -3,6 +3,7 @@
 #pragma once
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "ops/ops.h"
 
@@ -27,6 +28,7 @@ struct ModelConfig {
   bool qkv_bias = false;  // qwen2
   RopeScaling rope_scaling;
   int64_t bos_id = -1, eos_id = -1;  // from config (tokenizer files may override)
+  std::vector<int64_t> eos_ids;      // every eos id when config.json lists several (Llama 3); eos_id is the first
   std::string torch_dtype;           // as stored ("bfloat16", ...), informational
 
   int64_t q_dim() const { return n_heads * head_dim; }
