@@ -53,5 +53,6 @@ void register_generate(CLI::App& app, Action& action);
 void register_chat(CLI::App& app, Action& action);
 void register_tokenize(CLI::App& app, Action& action);
 void register_init(CLI::App& app, Action& action);
+void register_data(CLI::App& app, Action& action);
 
 }  // namespace lora::cli

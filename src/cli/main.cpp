@@ -21,6 +21,7 @@ int main(int argc, char** argv) {
   lora::cli::register_chat(app, action);
   lora::cli::register_tokenize(app, action);
   lora::cli::register_init(app, action);
+  lora::cli::register_data(app, action);
 
   try {
     app.parse(argc, argv);
