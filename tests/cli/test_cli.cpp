@@ -16,7 +16,7 @@
 
 namespace {
 
-struct Run {
+struct CmdResult {
   int code = -1;
   std::string out, err;
 };
@@ -41,13 +41,13 @@ void write(const std::string& p, const std::string& data) {
 }
 
 // Runs `lora <args>` through the shell with optional stdin text; captures stdout, stderr, exit code.
-Run lora(const std::string& args, const std::string& stdin_text = "") {
+CmdResult run_lora(const std::string& args, const std::string& stdin_text = "") {
   static int n = 0;
   const std::string base = ::testing::TempDir() + "/lora_cli_run" + std::to_string(::getpid()) + "_" + std::to_string(n++);
   write(base + ".in", stdin_text);
   const std::string cmd = "'" + lora::test::lora_bin() + "' " + args + " <'" + base + ".in' >'" + base + ".out' 2>'" + base + ".err'";
   const int st = std::system(cmd.c_str());
-  Run r;
+  CmdResult r;
   r.code = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
   r.out = slurp(base + ".out");
   r.err = slurp(base + ".err");
@@ -77,10 +77,10 @@ std::string copy_stories_hf(const std::string& name) {
 }  // namespace
 
 TEST(Cli, HelpListsCommandsAndDefaults) {
-  Run r = lora("--help");
+  CmdResult r = run_lora("--help");
   EXPECT_EQ(r.code, 0);
   for (const char* c : {"generate", "chat", "tokenize", "init"}) EXPECT_TRUE(contains(r.out, c)) << c;
-  Run g = lora("generate --help");
+  CmdResult g = run_lora("generate --help");
   EXPECT_EQ(g.code, 0);
   for (const char* flag : {"--model", "--prompt", "--system-prompt", "--max-tokens", "--temp", "--top-p", "--top-k",
                            "--min-p", "--seed", "--ignore-chat-template", "--max-kv-size"})
@@ -89,61 +89,61 @@ TEST(Cli, HelpListsCommandsAndDefaults) {
 }
 
 TEST(Cli, NoCommandAndUnknownFlagsExitOne) {
-  EXPECT_EQ(lora("").code, 1);
-  EXPECT_EQ(lora("generate --model x --no-such-flag").code, 1);
-  EXPECT_EQ(lora("generate").code, 1);  // --model is required
+  EXPECT_EQ(run_lora("").code, 1);
+  EXPECT_EQ(run_lora("generate --model x --no-such-flag").code, 1);
+  EXPECT_EQ(run_lora("generate").code, 1);  // --model is required
 }
 
 TEST(Cli, MissingModelPath) {
-  Run r = lora("generate --model /nonexistent/model-dir --prompt hi");
+  CmdResult r = run_lora("generate --model /nonexistent/model-dir --prompt hi");
   EXPECT_USER_ERROR(r, "/nonexistent/model-dir");
   EXPECT_TRUE(contains(r.err, "hint")) << r.err;
 }
 
 TEST(Cli, ImpossibleSamplingFlags) {
   LORA_REQUIRE_SHARED("models/stories260K/stories260K.gguf");
-  EXPECT_USER_ERROR(lora("generate --model " + stories_gguf() + " --temp -1"), "--temp");
-  EXPECT_USER_ERROR(lora("generate --model " + stories_gguf() + " --top-p 1.5"), "--top-p");
-  EXPECT_USER_ERROR(lora("generate --model " + stories_gguf() + " --min-p 2"), "--min-p");
+  EXPECT_USER_ERROR(run_lora("generate --model " + stories_gguf() + " --temp -1"), "--temp");
+  EXPECT_USER_ERROR(run_lora("generate --model " + stories_gguf() + " --top-p 1.5"), "--top-p");
+  EXPECT_USER_ERROR(run_lora("generate --model " + stories_gguf() + " --min-p 2"), "--min-p");
 }
 
 TEST(Cli, GeneratesFromStories260KGguf) {
   LORA_REQUIRE_SHARED("models/stories260K/stories260K.gguf");
-  Run r = lora("generate --model " + stories_gguf() + " --prompt 'Once upon a time' --max-tokens 30 --temp 0");
+  CmdResult r = run_lora("generate --model " + stories_gguf() + " --prompt 'Once upon a time' --max-tokens 30 --temp 0");
   ASSERT_EQ(r.code, 0) << r.err;
   EXPECT_GT(r.out.size(), 40u) << r.out;
   EXPECT_TRUE(contains(r.err, "Prompt:")) << r.err;
   EXPECT_TRUE(contains(r.err, "Generation:")) << r.err;
   EXPECT_TRUE(contains(r.err, "Peak memory:")) << r.err;
   // The same through the HF folder: identical greedy text.
-  Run h = lora("generate --model " + stories_hf() + " --prompt 'Once upon a time' --max-tokens 30 --temp 0");
+  CmdResult h = run_lora("generate --model " + stories_hf() + " --prompt 'Once upon a time' --max-tokens 30 --temp 0");
   ASSERT_EQ(h.code, 0) << h.err;
   EXPECT_EQ(h.out, r.out);
   // Sampling with a seed is reproducible.
   const std::string s = "generate --model " + stories_gguf() + " --prompt 'Once' --max-tokens 20 --temp 0.8 --top-k 40 --seed 7";
-  EXPECT_EQ(lora(s).out, lora(s).out);
+  EXPECT_EQ(run_lora(s).out, run_lora(s).out);
 }
 
 TEST(Cli, PromptFromStdin) {
   LORA_REQUIRE_SHARED("models/stories260K/stories260K.gguf");
-  Run a = lora("generate --model " + stories_gguf() + " --prompt - --max-tokens 10", "Lily saw a cat");
-  Run b = lora("generate --model " + stories_gguf() + " --prompt 'Lily saw a cat' --max-tokens 10");
+  CmdResult a = run_lora("generate --model " + stories_gguf() + " --prompt - --max-tokens 10", "Lily saw a cat");
+  CmdResult b = run_lora("generate --model " + stories_gguf() + " --prompt 'Lily saw a cat' --max-tokens 10");
   ASSERT_EQ(a.code, 0) << a.err;
   EXPECT_EQ(a.out, b.out);
 }
 
 TEST(Cli, PromptLongerThanContext) {
   LORA_REQUIRE_SHARED("models/stories260K/stories260K.gguf");
-  Run r = lora("generate --model " + stories_gguf() + " --max-kv-size 8 --prompt 'one two three four five six seven eight nine ten eleven'");
+  CmdResult r = run_lora("generate --model " + stories_gguf() + " --max-kv-size 8 --prompt 'one two three four five six seven eight nine ten eleven'");
   EXPECT_USER_ERROR(r, "context");
 }
 
 TEST(Cli, CorruptGguf) {
   const std::string d = tmp_dir("corrupt_gguf");
   write(d + "/bad.gguf", "GGUF\x03\x00\x00\x00garbage");
-  EXPECT_USER_ERROR(lora("generate --model " + d + "/bad.gguf"), "bad.gguf");
+  EXPECT_USER_ERROR(run_lora("generate --model " + d + "/bad.gguf"), "bad.gguf");
   write(d + "/notgguf.gguf", "this is not a model");
-  EXPECT_USER_ERROR(lora("generate --model " + d + "/notgguf.gguf"), "notgguf.gguf");
+  EXPECT_USER_ERROR(run_lora("generate --model " + d + "/notgguf.gguf"), "notgguf.gguf");
 }
 
 TEST(Cli, TruncatedGguf) {
@@ -151,7 +151,7 @@ TEST(Cli, TruncatedGguf) {
   const std::string d = tmp_dir("trunc_gguf");
   const std::string bytes = slurp(stories_gguf());
   write(d + "/t.gguf", bytes.substr(0, bytes.size() / 2));
-  EXPECT_USER_ERROR(lora("generate --model " + d + "/t.gguf"), "t.gguf");
+  EXPECT_USER_ERROR(run_lora("generate --model " + d + "/t.gguf"), "t.gguf");
 }
 
 TEST(Cli, TruncatedSafetensors) {
@@ -159,14 +159,14 @@ TEST(Cli, TruncatedSafetensors) {
   const std::string d = copy_stories_hf("trunc_st");
   const std::string bytes = slurp(d + "/model.safetensors");
   write(d + "/model.safetensors", bytes.substr(0, bytes.size() - 1000));
-  EXPECT_USER_ERROR(lora("generate --model " + d), "model.safetensors");
+  EXPECT_USER_ERROR(run_lora("generate --model " + d), "model.safetensors");
 }
 
 TEST(Cli, MalformedConfigJson) {
   LORA_REQUIRE_SHARED("models/stories260K-hf/config.json");
   const std::string d = copy_stories_hf("bad_json");
   write(d + "/config.json", "{\"model_type\": \"llama\", \"hidden_size\": 64,");
-  EXPECT_USER_ERROR(lora("generate --model " + d), "config.json");
+  EXPECT_USER_ERROR(run_lora("generate --model " + d), "config.json");
 }
 
 TEST(Cli, UnsupportedArchitecture) {
@@ -177,7 +177,7 @@ TEST(Cli, UnsupportedArchitecture) {
   ASSERT_NE(p, std::string::npos);
   cfg.replace(p, 7, "\"gpt_neox\"");
   write(d + "/config.json", cfg);
-  Run r = lora("generate --model " + d);
+  CmdResult r = run_lora("generate --model " + d);
   EXPECT_USER_ERROR(r, "gpt_neox");
 }
 
@@ -190,20 +190,20 @@ TEST(Cli, ShapesDisagreeWithConfig) {
   const size_t v = cfg.find("172", p);
   cfg.replace(v, 3, "176");
   write(d + "/config.json", cfg);
-  Run r = lora("generate --model " + d);
+  CmdResult r = run_lora("generate --model " + d);
   EXPECT_USER_ERROR(r, "mlp");
 }
 
 TEST(Cli, TokenizeVocabOnlyGguf) {
   LORA_REQUIRE_SHARED("models/llama-spm-vocab/ggml-vocab-llama-spm.gguf");
-  Run r = lora("tokenize --model " + lora::test::shared_dir() + "/models/llama-spm-vocab/ggml-vocab-llama-spm.gguf --text 'Hello world'");
+  CmdResult r = run_lora("tokenize --model " + lora::test::shared_dir() + "/models/llama-spm-vocab/ggml-vocab-llama-spm.gguf --text 'Hello world'");
   ASSERT_EQ(r.code, 0) << r.err;
   EXPECT_EQ(r.out, "1 15043 3186\n");
 }
 
 TEST(Cli, TokenizeTokenizerOnlyFolder) {
   LORA_REQUIRE_SHARED("models/TinyLlama-1.1B-Chat-v1.0/tokenizer.json");
-  Run r = lora("tokenize --model " + lora::test::shared_dir() + "/models/TinyLlama-1.1B-Chat-v1.0", "Hello world");
+  CmdResult r = run_lora("tokenize --model " + lora::test::shared_dir() + "/models/TinyLlama-1.1B-Chat-v1.0", "Hello world");
   ASSERT_EQ(r.code, 0) << r.err;
   EXPECT_EQ(r.out, "1 15043 3186\n");
 }
@@ -211,10 +211,10 @@ TEST(Cli, TokenizeTokenizerOnlyFolder) {
 TEST(Cli, SmolLM2AnswersAndChats) {
   LORA_REQUIRE_SMOLLM2();
   const std::string m = lora::test::smollm2_gguf();
-  Run r = lora("generate --model " + m + " --prompt 'What is the capital of France?' --max-tokens 24");
+  CmdResult r = run_lora("generate --model " + m + " --prompt 'What is the capital of France?' --max-tokens 24");
   ASSERT_EQ(r.code, 0) << r.err;
   EXPECT_TRUE(contains(r.out, "Paris")) << r.out;
-  Run c = lora("chat --model " + m + " --max-tokens 16", "What is the capital of France?\nAnd of Italy?\n");
+  CmdResult c = run_lora("chat --model " + m + " --max-tokens 16", "What is the capital of France?\nAnd of Italy?\n");
   ASSERT_EQ(c.code, 0) << c.err;
   EXPECT_TRUE(contains(c.out, "Paris")) << c.out;
   EXPECT_TRUE(contains(c.out, "Rome")) << c.out;
@@ -223,10 +223,10 @@ TEST(Cli, SmolLM2AnswersAndChats) {
 TEST(Cli, InitWritesALoadableModel) {
   LORA_REQUIRE_SHARED("models/stories260K-hf/config.json");
   const std::string d = tmp_dir("init");
-  Run r = lora("init --config " + stories_hf() + "/config.json --out " + d + "/m --dtype f32 --seed 3");
+  CmdResult r = run_lora("init --config " + stories_hf() + "/config.json --out " + d + "/m --dtype f32 --seed 3");
   ASSERT_EQ(r.code, 0) << r.err;
-  Run g = lora("generate --model " + d + "/m --prompt 'Once' --max-tokens 5 --ignore-chat-template");
+  CmdResult g = run_lora("generate --model " + d + "/m --prompt 'Once' --max-tokens 5 --ignore-chat-template");
   EXPECT_EQ(g.code, 0) << g.err;
   // Refuses to overwrite without --force.
-  EXPECT_USER_ERROR(lora("init --config " + stories_hf() + "/config.json --out " + d + "/m"), "--force");
+  EXPECT_USER_ERROR(run_lora("init --config " + stories_hf() + "/config.json --out " + d + "/m"), "--force");
 }
