@@ -22,4 +22,16 @@ inline constexpr double kQuantQ6KRoundTrip = 0.025;  // measured 0.016
 inline constexpr double kGoldenLogits = 1e-4;      // f32 end to end, 2 layers, |logits| <= 6 (measured 1.4e-5)
 inline constexpr double kGoldenLogitsBF16 = 0.25;  // bf16-rounded weights vs f32 weights (measured 0.08)
 inline constexpr double kGoldenLogitsF16 = 0.05;   // f16-rounded weights vs f32 weights (measured 0.025)
+// Gradient checks (test_cpu_grad, test_lora): |got - want| <= tol · (max |want| + small).
+inline constexpr double kGradCheckFD = 1e-3;     // reference backward vs central differences, h = 1e-2 (measured 1.2e-4)
+inline constexpr double kGradFastVsRef = 1e-5;   // fast CPU backward vs the double reference backward (measured 4.6e-7)
+inline constexpr double kGradModelFD = 2e-3;     // whole-model LoRA/DoRA/full grads vs central differences (measured 3.0e-4)
+inline constexpr double kGradModelFastVsRef = 1e-4;  // whole-model grads, CPU vs reference backend (measured 4.3e-6)
+// Training (test_optimizer, test_schedule): our fp32 updates vs MLX's on CPU.
+inline constexpr double kOptimizerVsMlx = 1e-7;  // |Δw| <= tol·(1+|w|) after 1..6 steps, same fp32 op order (measured 2.1e-8)
+inline constexpr double kScheduleVsMlx = 1e-6;   // |Δlr| <= tol·init: fp32 cos/pow on both sides, libm vs MLX's
+// Training golden vs transformers + PEFT and mlx-lm (test_golden_train), f32 on both sides.
+inline constexpr double kGoldenTrainLoss = 2e-6;  // relative, mean masked CE (measured 2.6e-7)
+inline constexpr double kGoldenTrainGrad = 5e-5;  // |Δ| / max |want| per adapter tensor (measured 6.4e-6)
+inline constexpr double kAdapterFuse = 1e-5;     // fused W' = W + s·BᵀAᵀ (DoRA: row-rescaled) in f32 vs double, |W| <= 1, rank 4
 }  // namespace lora::tol

@@ -23,6 +23,32 @@ class CpuOps final : public Ops {
   }
   void swiglu_fwd(const Tensor& gate, const Tensor& up, Tensor& out) override { cpu::swiglu_fwd(gate, up, out); }
   void add_fwd(Tensor& y, const Tensor& x) override { cpu::add_fwd(y, x); }
+
+  void rmsnorm_bwd(const Tensor& x, const Tensor& w, float eps, const Tensor& dy, Tensor& dx, Tensor* dw) override {
+    cpu::rmsnorm_bwd(x, w, eps, dy, dx, dw);
+  }
+  void rope_bwd(Tensor& dx, const int32_t* pos, const RopeTable& rope) override { cpu::rope_bwd(dx, pos, rope); }
+  void attention_train_fwd(const Tensor& q, const Tensor& k, const Tensor& v, Tensor& out, Tensor& lse) override {
+    cpu::attention_train_fwd(q, k, v, out, lse);
+  }
+  void attention_bwd(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out, const Tensor& lse,
+                     const Tensor& dout, Tensor& dq, Tensor& dk, Tensor& dv) override {
+    cpu::attention_bwd(q, k, v, out, lse, dout, dq, dk, dv);
+  }
+  void swiglu_bwd(const Tensor& gate, const Tensor& up, const Tensor& dout, Tensor& dgate, Tensor& dup) override {
+    cpu::swiglu_bwd(gate, up, dout, dgate, dup);
+  }
+  void linear_lora_fwd(const Tensor& x, const Tensor& w, const Tensor* bias, const LoraOperand* lo, LoraSaved* saved,
+                       Tensor& y) override {
+    cpu::linear_lora_fwd(x, w, bias, lo, saved, y);
+  }
+  void linear_bwd(const Tensor& x, const Tensor& w, const Tensor& dy, Tensor* dx, bool dx_accumulate, Tensor* dw,
+                  Tensor* dbias, const LoraOperand* lo, const LoraSaved* saved) override {
+    cpu::linear_bwd(x, w, dy, dx, dx_accumulate, dw, dbias, lo, saved);
+  }
+  double xent_fwd_bwd(Tensor& logits, const int32_t* targets, const float* mask, float dscale, bool grad) override {
+    return cpu::xent_fwd_bwd(logits, targets, mask, dscale, grad);
+  }
 };
 
 }  // namespace

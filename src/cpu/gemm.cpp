@@ -48,4 +48,53 @@ void gemm_nt_f32(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, c
   }
 }
 
+void gemm_f32_serial(bool ta, bool tb, int64_t m, int64_t n, int64_t k, float alpha, const float* a, int64_t lda,
+                     const float* b, int64_t ldb, float beta, float* c, int64_t ldc) {
+  LORA_CHECK(m >= 0 && n >= 0 && k >= 0 && lda >= (ta ? m : k) && ldb >= (tb ? k : n) && ldc >= n,
+             "bad gemm shape m {} n {} k {} lda {} ldb {} ldc {}", m, n, k, lda, ldb, ldc);
+  if (m == 0 || n == 0) return;
+  blas_single_threaded();
+  if (k == 0) {  // c = beta · c (BLAS does this too, but some builds reject k == 0 with lda checks)
+    for (int64_t i = 0; i < m; ++i)
+      for (int64_t j = 0; j < n; ++j) c[i * ldc + j] = beta == 0.0f ? 0.0f : beta * c[i * ldc + j];
+    return;
+  }
+  cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, int(m), int(n), int(k),
+              alpha, a, int(std::max<int64_t>(lda, 1)), b, int(std::max<int64_t>(ldb, 1)), beta, c, int(ldc));
+}
+
+void gemm_f32(bool ta, bool tb, int64_t m, int64_t n, int64_t k, float alpha, const float* a, int64_t lda,
+              const float* b, int64_t ldb, float beta, float* c, int64_t ldc) {
+  blas_single_threaded();
+  const int64_t maxt = omp_get_max_threads();
+  if (maxt <= 1 || m * n * k < (int64_t(1) << 18) || omp_in_parallel()) {
+    gemm_f32_serial(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+    return;
+  }
+  if (n >= 64 * maxt || n >= m) {
+    // Column blocks of c, multiples of 16 (whole micro-tiles).
+    const int64_t nt = std::min<int64_t>(maxt, (n + 15) / 16);
+    const int64_t block = (n + nt - 1) / nt + 15;
+    const int64_t bs = block - block % 16;
+#pragma omp parallel for num_threads(int(nt)) schedule(static)
+    for (int64_t t = 0; t < nt; ++t) {
+      const int64_t j0 = std::min(n, t * bs), j1 = std::min(n, j0 + bs);
+      if (j1 > j0)
+        gemm_f32_serial(ta, tb, m, j1 - j0, k, alpha, a, lda, tb ? b + j0 * ldb : b + j0, ldb, beta, c + j0, ldc);
+    }
+  } else {
+    // Row blocks of c.
+    const int64_t nt = std::min<int64_t>(maxt, (m + 15) / 16);
+    const int64_t block = (m + nt - 1) / nt + 15;
+    const int64_t bs = block - block % 16;
+#pragma omp parallel for num_threads(int(nt)) schedule(static)
+    for (int64_t t = 0; t < nt; ++t) {
+      const int64_t i0 = std::min(m, t * bs), i1 = std::min(m, i0 + bs);
+      if (i1 > i0)
+        gemm_f32_serial(ta, tb, i1 - i0, n, k, alpha, ta ? a + i0 : a + i0 * lda, lda, b, ldb, beta, c + i0 * ldc,
+                        ldc);
+    }
+  }
+}
+
 }  // namespace lora::cpu

@@ -17,4 +17,12 @@ void gemm_nt_f32(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, c
 void gemm_nt_f32_serial(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const float* b,
                         int64_t ldb, float* c, int64_t ldc);
 
+// The general form: c (m, n) = alpha · op(a) · op(b) + beta · c, op(a) = aᵀ when ta (a stored (k, m)),
+// op(b) = bᵀ when tb (b stored (n, k)). The parallel one splits over n when n is wide, else over m,
+// so each thread owns disjoint columns/rows of c (beta = 1 accumulation is race-free).
+void gemm_f32(bool ta, bool tb, int64_t m, int64_t n, int64_t k, float alpha, const float* a, int64_t lda,
+              const float* b, int64_t ldb, float beta, float* c, int64_t ldc);
+void gemm_f32_serial(bool ta, bool tb, int64_t m, int64_t n, int64_t k, float alpha, const float* a, int64_t lda,
+                     const float* b, int64_t ldb, float beta, float* c, int64_t ldc);
+
 }  // namespace lora::cpu

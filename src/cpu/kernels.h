@@ -18,6 +18,19 @@ void attention_fwd(const Tensor& q, const Tensor& k, const Tensor& v, int64_t po
 void swiglu_fwd(const Tensor& gate, const Tensor& up, Tensor& out);                       // swiglu.cpp
 void add_fwd(Tensor& y, const Tensor& x);                                                 // swiglu.cpp
 
+// Training (ops.h documents each contract).
+void rmsnorm_bwd(const Tensor& x, const Tensor& w, float eps, const Tensor& dy, Tensor& dx, Tensor* dw);  // rmsnorm.cpp
+void rope_bwd(Tensor& dx, const int32_t* pos, const RopeTable& rope);                                    // rope.cpp
+void attention_train_fwd(const Tensor& q, const Tensor& k, const Tensor& v, Tensor& out, Tensor& lse);  // attention.cpp
+void attention_bwd(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out, const Tensor& lse,
+                   const Tensor& dout, Tensor& dq, Tensor& dk, Tensor& dv);                              // attention.cpp
+void swiglu_bwd(const Tensor& gate, const Tensor& up, const Tensor& dout, Tensor& dgate, Tensor& dup);  // swiglu.cpp
+void linear_lora_fwd(const Tensor& x, const Tensor& w, const Tensor* bias, const LoraOperand* lo, LoraSaved* saved,
+                     Tensor& y);                                                                         // linear.cpp
+void linear_bwd(const Tensor& x, const Tensor& w, const Tensor& dy, Tensor* dx, bool dx_accumulate, Tensor* dw,
+                Tensor* dbias, const LoraOperand* lo, const LoraSaved* saved);                           // linear.cpp
+double xent_fwd_bwd(Tensor& logits, const int32_t* targets, const float* mask, float dscale, bool grad);  // xent.cpp
+
 // Element i of a small plain-float vector (norm weights, biases) of any float dtype, as f32.
 inline float load_f32(const void* p, DType t, int64_t i) {
   switch (t) {

@@ -1,5 +1,6 @@
 // The element-wise ops: swiglu_fwd (out = silu(gate) * up, silu(g) = g / (1 + e^-g)) and add_fwd
 // (the residual y += x). out may alias gate or up.
+// swiglu_bwd: with s = sigmoid(g): dgate = dout · up · s · (1 + g · (1 - s)), dup = dout · g · s.
 #include <cmath>
 
 #include "cpu/kernels.h"
@@ -18,6 +19,26 @@ void swiglu_fwd(const Tensor& gate, const Tensor& up, Tensor& out) {
   float* o = out.f32();
 #pragma omp parallel for simd schedule(static) if (n >= (int64_t(1) << 16))
   for (int64_t i = 0; i < n; ++i) o[i] = g[i] / (1.0f + std::exp(-g[i])) * u[i];
+}
+
+void swiglu_bwd(const Tensor& gate, const Tensor& up, const Tensor& dout, Tensor& dgate, Tensor& dup) {
+  for (const Tensor* t : {&gate, &up, &dout, static_cast<const Tensor*>(&dgate), static_cast<const Tensor*>(&dup)})
+    LORA_CHECK(t->dtype == DTYPE_F32 && t->is_contiguous(), "swiglu_bwd: tensors must be contiguous f32");
+  const int64_t n = gate.numel();
+  LORA_CHECK(up.numel() == n && dout.numel() == n && dgate.numel() == n && dup.numel() == n,
+             "swiglu_bwd: gate {} up {} dout {}", gate.shape_str(), up.shape_str(), dout.shape_str());
+  const float* g = gate.f32();
+  const float* u = up.f32();
+  const float* d = dout.f32();
+  float* dg = dgate.f32();
+  float* du = dup.f32();
+#pragma omp parallel for simd schedule(static) if (n >= (int64_t(1) << 16))
+  for (int64_t i = 0; i < n; ++i) {
+    const float gi = g[i], ui = u[i], di = d[i];
+    const float s = 1.0f / (1.0f + std::exp(-gi));
+    dg[i] = di * ui * s * (1.0f + gi * (1.0f - s));
+    du[i] = di * gi * s;
+  }
 }
 
 void add_fwd(Tensor& y, const Tensor& x) {

@@ -1,6 +1,11 @@
 // The backend-neutral op API. The model is written once against this interface; the CPU backend
 // (src/cpu) and the CUDA backend (src/cuda) implement it. Forward ops only for now; each *_bwd joins
-// its *_fwd here when training lands (docs/architecture.md).
+// its *_fwd (training: the *_bwd ops, the training attention forward, the fused cross-entropy and the
+// LoRA/DoRA path of the linear layer, below the forward ops).
+//
+// Backward contract: activation gradients named dx are ACCUMULATED (+=) where the op says so (the
+// residual stream and inputs that feed several linears sum their gradients for free); parameter
+// gradients (dw, dbias, LoRA da/db/dm) always accumulate (+=), so gradient accumulation needs no copy.
 //
 // Dimension letters: N rows (tokens in flight, = B*T), C model width, F FFN width, H query heads,
 // KV key/value heads, D head dim, S cached positions, V vocabulary.
@@ -10,6 +15,7 @@
 #include <string>
 #include <vector>
 
+#include "core/rng.h"
 #include "core/tensor.h"
 
 namespace lora {
@@ -33,6 +39,36 @@ struct RopeTable {
   std::vector<float> cos, sin;  // (max_pos, D/2)
 };
 
+// The trainable adapter of one linear layer, fp32: y = W x + scale · ((drop(x) · A) · B), and with DoRA
+// (m defined) y = (m / ||W + scale · Bᵀ Aᵀ||_row) ⊙ (that) + bias, the norm treated as a constant in the
+// backward (mlx-lm's DoRALinear stops its gradient). Dropout keeps each element of x with probability
+// 1 - p, scaling kept ones by 1 / (1 - p); the mask element i of the (N, in) input is drawn from the
+// counter-based stream (dropout_key, dropout_stream) (lora_dropout_keep), so recomputation and resumed
+// runs see the same mask.
+struct LoraOperand {
+  Tensor a, b;        // (in, r), (r, out) f32
+  Tensor m;           // (out) f32, DoRA only (undefined for LoRA)
+  Tensor da, db, dm;  // gradients, same shapes, += (may be undefined when only forward runs)
+  float scale = 20.0f;
+  float dropout = 0.0f;  // probability p of zeroing; 0 = no dropout
+  uint64_t dropout_key = 0, dropout_stream = 0;
+  bool is_dora() const { return m.defined(); }
+};
+
+// What the LoRA/DoRA forward saves for its backward (buffers planned by the caller).
+struct LoraSaved {
+  Tensor u;      // (N, r) = drop(x) · A
+  Tensor ypre;   // (N, out) DoRA: W x + scale · u B, before the magnitude rescale and the bias
+  Tensor denom;  // (out) DoRA: ||W + scale · Bᵀ Aᵀ||_row
+};
+
+// Whether element i of the dropout mask keeps its value (true) for the operand's stream.
+inline bool lora_dropout_keep(const LoraOperand& lo, int64_t i) {
+  const auto w = philox4x32(lo.dropout_key, lo.dropout_stream, uint64_t(i) >> 2);
+  const float u = float(w[size_t(i & 3)] >> 8) * (1.0f / 16777216.0f);
+  return u >= lo.dropout;
+}
+
 class Ops {
  public:
   virtual ~Ops() = default;
@@ -55,6 +91,36 @@ class Ops {
   virtual void swiglu_fwd(const Tensor& gate, const Tensor& up, Tensor& out) = 0;
   // y += x (same shape).
   virtual void add_fwd(Tensor& y, const Tensor& x) = 0;
+
+  // ---- training ----
+  // dx (N, C) += d/dx of rmsnorm_fwd given dy (N, C); dw (C, f32) += d/dw when dw is non-null.
+  virtual void rmsnorm_bwd(const Tensor& x, const Tensor& w, float eps, const Tensor& dy, Tensor& dx, Tensor* dw) = 0;
+  // In place on dx (N, nh, D): the gradient of rope_fwd (the inverse rotation) at positions pos.
+  virtual void rope_bwd(Tensor& dx, const int32_t* pos, const RopeTable& rope) = 0;
+  // Causal attention over B independent rows of T tokens at positions 0..T-1: q, out (B, T, H, D),
+  // k, v (B, T, KV, D); lse (B, T, H) f32 receives each query's log-sum-exp of scaled scores (for the
+  // backward). Each row's numbers are exactly attention_fwd's on that row (pos0 = 0).
+  virtual void attention_train_fwd(const Tensor& q, const Tensor& k, const Tensor& v, Tensor& out, Tensor& lse) = 0;
+  // Gradients of attention_train_fwd: dq (B, T, H, D), dk, dv (B, T, KV, D) are overwritten (dk/dv summed
+  // over the query heads of each group). out and lse are the forward's.
+  virtual void attention_bwd(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out, const Tensor& lse,
+                             const Tensor& dout, Tensor& dq, Tensor& dk, Tensor& dv) = 0;
+  // dgate, dup (N, F) from dout (N, F) for out = silu(gate) * up. dgate may alias gate, dup may alias up.
+  virtual void swiglu_bwd(const Tensor& gate, const Tensor& up, const Tensor& dout, Tensor& dgate, Tensor& dup) = 0;
+  // The linear layer with an optional LoRA/DoRA adapter (lo == nullptr: exactly linear_fwd). saved
+  // (when non-null) receives what linear_bwd needs for the adapter.
+  virtual void linear_lora_fwd(const Tensor& x, const Tensor& w, const Tensor* bias, const LoraOperand* lo,
+                               LoraSaved* saved, Tensor& y) = 0;
+  // Backward of linear_lora_fwd given dy (N, out) and its input x (N, in):
+  //   dx (N, in): = (or += when dx_accumulate) dy · W plus the adapter's path; skipped when null.
+  //   dw (out, in) f32 += dyᵀ x and dbias (out) += Σ dy (full fine-tuning), when non-null.
+  //   lo->da, db, dm += the adapter's gradients (lo and saved non-null).
+  virtual void linear_bwd(const Tensor& x, const Tensor& w, const Tensor& dy, Tensor* dx, bool dx_accumulate,
+                          Tensor* dw, Tensor* dbias, const LoraOperand* lo, const LoraSaved* saved) = 0;
+  // Softmax cross-entropy fused with its gradient, for one chunk of rows: logits (N, V) f32. Returns
+  // Σ_rows mask · (logsumexp(logits) - logits[target]) (in double). When grad, logits is overwritten by
+  // dlogits = (softmax - onehot(target)) · mask · dscale. Targets outside [0, V) -> lora::Error.
+  virtual double xent_fwd_bwd(Tensor& logits, const int32_t* targets, const float* mask, float dscale, bool grad) = 0;
 };
 
 RopeTable rope_table_make(int64_t head_dim, int64_t max_pos, double theta, const RopeScaling* scaling);

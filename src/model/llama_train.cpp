@@ -1,0 +1,385 @@
+// The Llama forward and hand-written backward for training (model/llama_train.h): one per-layer loop
+// each way over the op API.
+//
+// Forward over (B, T): rows are independent sequences at positions 0..T-1 (padding sits at the end of
+// a row, so causal masking alone keeps it out of real tokens). Blocks below first_layer run with one
+// shared work set of buffers and save nothing; each trainable block saves what its backward reads
+//   x_in, xn1 (N, C); q, att (N, H, D); k, v (N, KV, D); lse (N, H); x_mid, xn2 (N, C); gate, up (N, F);
+//   per adapted linear: u = drop(x) A (N, r) (DoRA also ypre (N, out), denom (out)),
+// or, with grad_checkpoint, only x_in, recomputing the rest into the work set during backward (the
+// dropout masks are counter-based, so the recomputation draws the same masks: gradients are equal bit
+// for bit). The head runs one chunk of rows at a time: logits (R, V) -> xent (loss and, in place,
+// dlogits) -> dxf = dlogits · lm_head, so only R·V logits ever exist.
+//
+// Backward of a block, dx holding d(loss)/d(block output) and becoming d/d(block input):
+//   MLP: dh = linear_bwd(down); dgate, dup = swiglu_bwd; dxn = linear_bwd(gate) + linear_bwd(up);
+//        dx += rmsnorm_bwd(x_mid, ffn_norm, dxn)
+//   attention: datt = linear_bwd(o); dq, dk, dv = attention_bwd; rope_bwd(dq, dk);
+//        dxn = Σ linear_bwd(q, k, v); dx += rmsnorm_bwd(x_in, attn_norm, dxn)
+// The lowest LoRA block skips the input gradient (nothing below it trains).
+//
+// Memory: every buffer comes from one Arena planned in the constructor for (max_batch, max_len) by the
+// same layout() that carves it per step, so the plan and the use cannot drift.
+#include "model/llama_train.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "core/arena.h"
+#include "core/error.h"
+
+namespace lora {
+
+namespace {
+
+// Carves tensors out of an Arena, or (arena == nullptr) only counts the bytes they need.
+struct Carver {
+  Arena* arena = nullptr;
+  size_t bytes = 0;
+  Tensor f32(std::initializer_list<int64_t> shape) {
+    int64_t n = 1;
+    for (auto s : shape) n *= s;
+    bytes += size_t((n * 4 + 63) / 64 * 64);
+    if (arena) return arena->alloc(DTYPE_F32, shape);
+    static float dummy;
+    return tensor_view(&dummy, DTYPE_F32, shape);
+  }
+  int32_t* i32(int64_t n) {
+    bytes += size_t((n * 4 + 63) / 64 * 64);
+    if (arena) return static_cast<int32_t*>(arena->alloc_bytes(size_t(n) * 4));
+    return nullptr;
+  }
+};
+
+// The activations of one block.
+struct BlockAct {
+  Tensor x_in, xn1;           // (N, C)
+  Tensor q, att;              // (B, T, H, D)
+  Tensor k, v;                // (B, T, KV, D)
+  Tensor lse;                 // (B, T, H)
+  Tensor x_mid, xn2;          // (N, C)
+  Tensor gate, up;            // (N, F)
+  LoraSaved saved[LIN_COUNT];
+};
+
+}  // namespace
+
+struct TrainSession::Impl {
+  const Model& base;
+  Model m;  // the effective model (full fine-tuning: the adapter's fp32 copies of the unfrozen blocks)
+  Adapter& a;
+  Ops& ops;
+  TrainSessionOptions o;
+  RopeTable rope;
+  Arena arena;
+  size_t planned = 0;
+  bool full = false;
+
+  // Carved per step by layout().
+  int64_t B = 0, T = 0, N = 0;
+  int32_t* pos = nullptr;  // (N)
+  Tensor x, dx;            // (N, C) residual stream and its gradient
+  Tensor tmp;              // (N, C) o_proj / down_proj output
+  Tensor hbuf;             // (N, F) swiglu output (down_proj input)
+  Tensor xf, dxf;          // (N, C) final norm output and its gradient
+  Tensor logits;           // (R, V) one chunk of rows
+  int64_t head_rows = 0;   // R
+  // Backward scratch.
+  Tensor dxn;              // (N, C)
+  Tensor dh, dup;          // (N, F)
+  Tensor datt, dq;         // (B, T, H, D)
+  Tensor dk, dv;           // (B, T, KV, D)
+  BlockAct work;
+  std::vector<BlockAct> saved;  // [layer - first_layer] (only x_in with grad_checkpoint)
+
+  // The operands of the current layer's adapted linears (rebuilt per layer, per step).
+  LoraOperand cur[LIN_COUNT];
+  bool has_lora[LIN_COUNT] = {};
+
+  Impl(const Model& mm, Adapter& aa, Ops& oo, const TrainSessionOptions& opts)
+      : base(mm), m(adapter_effective_model(mm, aa)), a(aa), ops(oo), o(opts) {
+    const ModelConfig& c = m.cfg;
+    LORA_CHECK(int64_t(m.layers.size()) == c.n_layers, "model has {} layers, config says {}", m.layers.size(),
+               c.n_layers);
+    LORA_CHECK(o.max_batch >= 1 && o.max_len >= 1, "bad train session size {} x {}", o.max_batch, o.max_len);
+    full = a.cfg.type == FT_FULL;
+    rope = rope_table_make(c.head_dim, o.max_len, c.rope_theta, &c.rope_scaling);
+    Carver count;
+    layout(count, o.max_batch, o.max_len, true);
+    Carver count_fwd;
+    layout(count_fwd, o.max_batch, o.max_len, false);
+    planned = std::max(count.bytes, count_fwd.bytes);
+    arena = Arena(planned);
+  }
+
+  int64_t trainable_layers() const { return m.cfg.n_layers - a.first_layer; }
+
+  void carve_block(Carver& cv, BlockAct& ba, bool with_saved) {
+    const ModelConfig& c = m.cfg;
+    const int64_t C = c.dim, F = c.ffn_dim, H = c.n_heads, KV = c.n_kv_heads, D = c.head_dim;
+    ba.x_in = cv.f32({N, C});
+    ba.xn1 = cv.f32({N, C});
+    ba.q = cv.f32({B, T, H, D});
+    ba.att = cv.f32({B, T, H, D});
+    ba.k = cv.f32({B, T, KV, D});
+    ba.v = cv.f32({B, T, KV, D});
+    ba.lse = cv.f32({B, T, H});
+    ba.x_mid = cv.f32({N, C});
+    ba.xn2 = cv.f32({N, C});
+    ba.gate = cv.f32({N, F});
+    ba.up = cv.f32({N, F});
+    for (auto& s : ba.saved) s = LoraSaved{};
+    if (!with_saved || full) return;
+    for (int k = 0; k < LIN_COUNT; ++k) {
+      const LoraLinear* ll = first_lora(LinearKey(k));
+      if (!ll) continue;
+      const int64_t out = ll->b.dim(1);
+      ba.saved[k].u = cv.f32({N, a.cfg.rank});
+      if (ll->m.defined()) {
+        ba.saved[k].ypre = cv.f32({N, out});
+        ba.saved[k].denom = cv.f32({out});
+      }
+    }
+  }
+
+  // Any layer's adapter of key k (they all have the same shapes), or nullptr.
+  const LoraLinear* first_lora(LinearKey k) const {
+    for (int64_t l = a.first_layer; l < m.cfg.n_layers; ++l)
+      if (a.lora[size_t(l)][size_t(k)]) return a.lora[size_t(l)][size_t(k)];
+    return nullptr;
+  }
+
+  // Carves every buffer for a (B, T) batch. train: with the saved activations and backward scratch.
+  void layout(Carver& cv, int64_t b, int64_t t, bool train) {
+    const ModelConfig& c = m.cfg;
+    const int64_t C = c.dim, F = c.ffn_dim, H = c.n_heads, KV = c.n_kv_heads, D = c.head_dim, V = c.vocab;
+    B = b;
+    T = t;
+    N = b * t;
+    pos = cv.i32(N);
+    x = cv.f32({N, C});
+    tmp = cv.f32({N, C});
+    hbuf = cv.f32({N, F});
+    xf = cv.f32({N, C});
+    // Head chunk: about 4M logits (16 MB) at most, at least 16 rows.
+    head_rows = std::min<int64_t>(N, std::max<int64_t>(16, (int64_t(1) << 22) / std::max<int64_t>(V, 1)));
+    logits = cv.f32({head_rows, V});
+    carve_block(cv, work, train);
+    saved.assign(train ? size_t(trainable_layers()) : 0, BlockAct{});
+    if (!train) return;
+    dx = cv.f32({N, C});
+    dxf = cv.f32({N, C});
+    dxn = cv.f32({N, C});
+    dh = cv.f32({N, F});
+    dup = cv.f32({N, F});
+    datt = cv.f32({B, T, H, D});
+    dq = cv.f32({B, T, H, D});
+    dk = cv.f32({B, T, KV, D});
+    dv = cv.f32({B, T, KV, D});
+    for (auto& s : saved) {
+      if (o.grad_checkpoint)
+        s.x_in = cv.f32({N, C});
+      else
+        carve_block(cv, s, true);
+    }
+  }
+
+  void begin(const TrainBatchView& bv, bool train) {
+    LORA_CHECK(bv.B >= 1 && bv.T >= 1 && bv.B <= o.max_batch && bv.T <= o.max_len,
+               "batch ({}, {}) exceeds the planned ({}, {})", bv.B, bv.T, o.max_batch, o.max_len);
+    arena.reset();
+    Carver cv{&arena};
+    layout(cv, bv.B, bv.T, train);
+    for (int64_t i = 0; i < N; ++i) pos[i] = int32_t(i % T);
+  }
+
+  void set_operands(int64_t l, int64_t step, bool dropout_on) {
+    for (int k = 0; k < LIN_COUNT; ++k) {
+      const LoraLinear* ll = full ? nullptr : a.lora[size_t(l)][size_t(k)];
+      has_lora[k] = ll != nullptr;
+      if (!ll) continue;
+      LoraOperand& lo = cur[k];
+      lo = LoraOperand{};
+      lo.a = ll->a;
+      lo.b = ll->b;
+      lo.m = ll->m;
+      lo.da = ll->da;
+      lo.db = ll->db;
+      lo.dm = ll->dm;
+      lo.scale = float(a.cfg.scale);
+      lo.dropout = dropout_on ? float(a.cfg.dropout) : 0.0f;
+      lo.dropout_key = o.dropout_seed;
+      lo.dropout_stream = (uint64_t(step) << 20) ^ (uint64_t(l) << 4) ^ uint64_t(k);
+    }
+  }
+
+  void lin_fwd(int64_t l, LinearKey k, const Tensor& in, Tensor& out, BlockAct& ba, bool save) {
+    const LayerWeights& w = m.layers[size_t(l)];
+    const Tensor& bias = layer_linear_bias(w, k);
+    LoraSaved* sv = save && has_lora[k] ? &ba.saved[k] : nullptr;
+    ops.linear_lora_fwd(in, layer_linear(w, k), bias.defined() ? &bias : nullptr, has_lora[k] ? &cur[k] : nullptr,
+                        sv, out);
+  }
+
+  void lin_bwd(int64_t l, LinearKey k, const Tensor& in, const Tensor& dy, Tensor* dxp, bool acc, BlockAct& ba) {
+    const LayerWeights& w = m.layers[size_t(l)];
+    Tensor* dw = nullptr;
+    Tensor* db = nullptr;
+    if (full) {
+      LayerWeights& g = a.full_grad[size_t(l)];
+      dw = &layer_linear(g, k);
+      Tensor& gb = layer_linear_bias(g, k);
+      db = gb.defined() ? &gb : nullptr;
+    }
+    ops.linear_bwd(in, layer_linear(w, k), dy, dxp, acc, dw, db, has_lora[k] ? &cur[k] : nullptr,
+                   has_lora[k] ? &ba.saved[k] : nullptr);
+  }
+
+  // Runs block l on the residual x (in place), filling ba. save: keep the adapters' saved state.
+  void block_fwd(int64_t l, BlockAct& ba, bool save) {
+    const ModelConfig& c = m.cfg;
+    const LayerWeights& w = m.layers[size_t(l)];
+    const float eps = float(c.rms_eps);
+    Tensor q2 = ba.q.reshape({N, c.q_dim()}), k2 = ba.k.reshape({N, c.kv_dim()}), v2 = ba.v.reshape({N, c.kv_dim()});
+    Tensor att2 = ba.att.reshape({N, c.q_dim()});
+    Tensor q3 = ba.q.reshape({N, c.n_heads, c.head_dim}), k3 = ba.k.reshape({N, c.n_kv_heads, c.head_dim});
+    std::memcpy(ba.x_in.data, x.data, size_t(x.nbytes()));
+    ops.rmsnorm_fwd(x, w.attn_norm, eps, ba.xn1);
+    lin_fwd(l, LIN_Q, ba.xn1, q2, ba, save);
+    lin_fwd(l, LIN_K, ba.xn1, k2, ba, save);
+    lin_fwd(l, LIN_V, ba.xn1, v2, ba, save);
+    ops.rope_fwd(q3, pos, rope);
+    ops.rope_fwd(k3, pos, rope);
+    ops.attention_train_fwd(ba.q, ba.k, ba.v, ba.att, ba.lse);
+    lin_fwd(l, LIN_O, att2, tmp, ba, save);
+    ops.add_fwd(x, tmp);
+    std::memcpy(ba.x_mid.data, x.data, size_t(x.nbytes()));
+    ops.rmsnorm_fwd(x, w.ffn_norm, eps, ba.xn2);
+    lin_fwd(l, LIN_GATE, ba.xn2, ba.gate, ba, save);
+    lin_fwd(l, LIN_UP, ba.xn2, ba.up, ba, save);
+    ops.swiglu_fwd(ba.gate, ba.up, hbuf);
+    lin_fwd(l, LIN_DOWN, hbuf, tmp, ba, save);
+    ops.add_fwd(x, tmp);
+  }
+
+  // dx: gradient of block l's output on entry, of its input on return (unless bottom).
+  void block_bwd(int64_t l, BlockAct& ba, bool bottom) {
+    const ModelConfig& c = m.cfg;
+    const LayerWeights& w = m.layers[size_t(l)];
+    LayerWeights* g = full ? &a.full_grad[size_t(l)] : nullptr;
+    const float eps = float(c.rms_eps);
+    const bool need_dx = !bottom || full;  // full fine-tuning needs dxn for the norm weights' gradients
+    // MLP.
+    ops.swiglu_fwd(ba.gate, ba.up, hbuf);
+    lin_bwd(l, LIN_DOWN, hbuf, dx, &dh, false, ba);
+    ops.swiglu_bwd(ba.gate, ba.up, dh, dh, dup);
+    lin_bwd(l, LIN_GATE, ba.xn2, dh, &dxn, false, ba);
+    lin_bwd(l, LIN_UP, ba.xn2, dup, &dxn, true, ba);
+    ops.rmsnorm_bwd(ba.x_mid, w.ffn_norm, eps, dxn, dx, g ? &g->ffn_norm : nullptr);
+    // Attention.
+    Tensor att2 = ba.att.reshape({N, c.q_dim()});
+    Tensor datt2 = datt.reshape({N, c.q_dim()});
+    lin_bwd(l, LIN_O, att2, dx, &datt2, false, ba);
+    ops.attention_bwd(ba.q, ba.k, ba.v, ba.att, ba.lse, datt, dq, dk, dv);
+    Tensor dq3 = dq.reshape({N, c.n_heads, c.head_dim}), dk3 = dk.reshape({N, c.n_kv_heads, c.head_dim});
+    ops.rope_bwd(dq3, pos, rope);
+    ops.rope_bwd(dk3, pos, rope);
+    Tensor dq2 = dq.reshape({N, c.q_dim()}), dk2 = dk.reshape({N, c.kv_dim()}), dv2 = dv.reshape({N, c.kv_dim()});
+    lin_bwd(l, LIN_Q, ba.xn1, dq2, need_dx ? &dxn : nullptr, false, ba);
+    lin_bwd(l, LIN_K, ba.xn1, dk2, need_dx ? &dxn : nullptr, true, ba);
+    lin_bwd(l, LIN_V, ba.xn1, dv2, need_dx ? &dxn : nullptr, true, ba);
+    if (need_dx) ops.rmsnorm_bwd(ba.x_in, w.attn_norm, eps, dxn, dx, g ? &g->attn_norm : nullptr);
+  }
+
+  // Embedding and every block forward. train: trainable blocks save their activations.
+  void forward_blocks(const TrainBatchView& bv, bool train, int64_t step) {
+    const ModelConfig& c = m.cfg;
+    ops.embedding_fwd(bv.inputs, N, m.tok_embd, x);
+    for (int64_t l = 0; l < c.n_layers; ++l) {
+      const bool trainable = l >= a.first_layer;
+      set_operands(l, step, train);
+      if (train && trainable) {
+        BlockAct& s = saved[size_t(l - a.first_layer)];
+        if (o.grad_checkpoint) {
+          std::memcpy(s.x_in.data, x.data, size_t(x.nbytes()));
+          block_fwd(l, work, false);
+        } else {
+          block_fwd(l, s, true);
+        }
+      } else {
+        block_fwd(l, work, false);
+      }
+    }
+  }
+
+  LossResult run(const TrainBatchView& bv, bool train, int64_t step, double grad_denominator) {
+    begin(bv, train);
+    const ModelConfig& c = m.cfg;
+    const float eps = float(c.rms_eps);
+    LossResult res;
+    double msum = 0;
+    for (int64_t i = 0; i < N; ++i) msum += bv.mask[i];
+    res.n_targets = int64_t(std::llround(msum));
+    const double denom = grad_denominator > 0 ? grad_denominator : double(res.n_targets);
+    const float dscale = denom > 0 ? float(1.0 / denom) : 0.0f;
+
+    forward_blocks(bv, train, step);
+    ops.rmsnorm_fwd(x, m.out_norm, eps, xf);
+    for (int64_t r0 = 0; r0 < N; r0 += head_rows) {
+      const int64_t r1 = std::min(N, r0 + head_rows);
+      Tensor xc = xf.slice_rows(r0, r1);
+      Tensor lg = logits.slice_rows(0, r1 - r0);
+      ops.linear_fwd(xc, m.lm_head, nullptr, lg);
+      res.loss_sum += ops.xent_fwd_bwd(lg, bv.targets + r0, bv.mask + r0, dscale, train);
+      if (train) {
+        Tensor dxc = dxf.slice_rows(r0, r1);
+        ops.linear_bwd(xc, m.lm_head, lg, &dxc, false, nullptr, nullptr, nullptr, nullptr);
+      }
+    }
+    if (!train) return res;
+
+    std::memset(dx.data, 0, size_t(dx.nbytes()));
+    ops.rmsnorm_bwd(x, m.out_norm, eps, dxf, dx, nullptr);
+    for (int64_t l = c.n_layers - 1; l >= a.first_layer; --l) {
+      set_operands(l, step, true);
+      BlockAct& s = saved[size_t(l - a.first_layer)];
+      const bool bottom = l == a.first_layer;
+      if (o.grad_checkpoint) {
+        std::memcpy(x.data, s.x_in.data, size_t(x.nbytes()));
+        block_fwd(l, work, true);
+        block_bwd(l, work, bottom);
+      } else {
+        block_bwd(l, s, bottom);
+      }
+    }
+    return res;
+  }
+};
+
+TrainSession::TrainSession(const Model& m, Adapter& a, Ops& ops, const TrainSessionOptions& o)
+    : impl_(std::make_unique<Impl>(m, a, ops, o)) {}
+
+TrainSession::~TrainSession() = default;
+
+LossResult TrainSession::loss_and_grad(const TrainBatchView& b, int64_t step, double grad_denominator) {
+  return impl_->run(b, true, step, grad_denominator);
+}
+
+LossResult TrainSession::loss(const TrainBatchView& b) { return impl_->run(b, false, 0, 0); }
+
+void TrainSession::logits(const TrainBatchView& b, float* out) {
+  Impl& s = *impl_;
+  s.begin(b, false);
+  s.forward_blocks(b, false, 0);
+  const ModelConfig& c = s.m.cfg;
+  s.ops.rmsnorm_fwd(s.x, s.m.out_norm, float(c.rms_eps), s.xf);
+  Tensor lg = tensor_view(out, DTYPE_F32, {s.N, c.vocab});
+  s.ops.linear_fwd(s.xf, s.m.lm_head, nullptr, lg);
+}
+
+size_t TrainSession::planned_bytes() const { return impl_->planned; }
+
+}  // namespace lora
