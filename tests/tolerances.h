@@ -34,4 +34,8 @@ inline constexpr double kScheduleVsMlx = 1e-6;   // |Δlr| <= tol·init: fp32 co
 inline constexpr double kGoldenTrainLoss = 2e-6;  // relative, mean masked CE (measured 2.6e-7)
 inline constexpr double kGoldenTrainGrad = 5e-5;  // |Δ| / max |want| per adapter tensor (measured 6.4e-6)
 inline constexpr double kAdapterFuse = 1e-5;     // fused W' = W + s·BᵀAᵀ (DoRA: row-rescaled) in f32 vs double, |W| <= 1, rank 4
+// SmolLM2-135M-Instruct (Q4_1 dequantized to f32) vs transformers f32 (test_smollm2_greedy).
+inline constexpr double kSmolLM2Logits = 1e-5;    // |got - want| <= tol * (1 + |want|); 30 layers of f32 sums (measured 1.3e-6)
+inline constexpr double kSmolLM2NearTie = 1e-3;   // logit units: a greedy step whose reference top-1/top-2 margin is below this may flip
+inline constexpr double kFusedVsAdapterLogits = 1e-4;  // fused-weight inference vs the training forward with the adapter, same form as kGoldenLogits
 }  // namespace lora::tol
