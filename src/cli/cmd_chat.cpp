@@ -71,6 +71,7 @@ void register_chat(CLI::App& app, Action& action) {
   auto f = std::make_shared<ChatFlags>();
   auto* cmd = app.add_subcommand("chat", "Chat with a model interactively (multi-turn, reads standard input)");
   add_model_flags(cmd, f->model);
+  add_adapter_flag(cmd, f->model);
   cmd->add_option("--system-prompt", f->system_prompt, "System message for the conversation");
   cmd->add_option("--max-tokens", f->max_tokens, "Maximum tokens per reply");
   add_sampling_flags(cmd, f->sampling);

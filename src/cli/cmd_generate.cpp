@@ -57,6 +57,7 @@ void register_generate(CLI::App& app, Action& action) {
   auto f = std::make_shared<GenerateFlags>();
   auto* cmd = app.add_subcommand("generate", "Generate text from a prompt (mlx_lm.generate's flags)");
   add_model_flags(cmd, f->model);
+  add_adapter_flag(cmd, f->model);
   cmd->add_option("--prompt,-p", f->prompt, "Prompt text ('-' reads standard input)");
   cmd->add_option("--system-prompt", f->system_prompt, "System message for the chat template");
   cmd->add_option("--max-tokens", f->max_tokens, "Maximum number of tokens to generate");

@@ -8,6 +8,8 @@
 #include "core/timer.h"
 #include "cpu/cpu_ops.h"
 #include "io/chat_template.h"
+#include "train/adapter_fuse.h"
+#include "train/adapter_io.h"
 
 namespace lora::cli {
 
@@ -19,6 +21,10 @@ void add_model_flags(CLI::App* cmd, ModelFlags& f, bool required) {
   cmd->add_option("--max-kv-size", f.max_kv_size, "KV cache size in tokens (0 = the model's context length)")
       ->check(CLI::NonNegativeNumber);
   cmd->add_option("--threads,-t", f.threads, "CPU threads (0 = all cores)")->check(CLI::NonNegativeNumber);
+}
+
+void add_adapter_flag(CLI::App* cmd, ModelFlags& f) {
+  cmd->add_option("--adapter-path", f.adapter_path, "Apply the trained adapter in this folder (adapter_config.json + adapters.safetensors)");
 }
 
 void add_sampling_flags(CLI::App* cmd, SamplingFlags& f) {
@@ -58,6 +64,12 @@ std::unique_ptr<Loaded> load_for_inference(const ModelFlags& f) {
   auto L = std::make_unique<Loaded>();
   Timer t;
   L->model = model_load(f.model);
+  if (!f.adapter_path.empty()) {
+    // Fusing W' = W + scale·BᵀAᵀ once lets the inference session run unchanged.
+    const Adapter a = adapter_load(f.adapter_path, L->model);
+    L->model = adapter_fuse(L->model, a);
+    log_debug("applied adapter {} ({} tensors)", f.adapter_path, a.params.size());
+  }
   L->tok = tokenizer_load(f.model);
   if (L->tok->vocab_size() > L->model.cfg.vocab)
     fail_input(f.model, fmt::format("the tokenizer has {} tokens but the model's vocabulary is {}", L->tok->vocab_size(), L->model.cfg.vocab),

@@ -21,8 +21,11 @@ struct ModelFlags {
   std::string chat_template;  // NAME|FILE
   int64_t max_kv_size = 0;    // 0 = the model's context length
   int threads = 0;            // 0 = all cores
+  std::string adapter_path;   // a trained adapter folder to apply (fused into the weights); empty = none
 };
 void add_model_flags(CLI::App* cmd, ModelFlags& f, bool required = true);
+// --adapter-path for generate/chat.
+void add_adapter_flag(CLI::App* cmd, ModelFlags& f);
 
 struct SamplingFlags {
   float temp = 0.0f;
@@ -54,5 +57,6 @@ void register_chat(CLI::App& app, Action& action);
 void register_tokenize(CLI::App& app, Action& action);
 void register_init(CLI::App& app, Action& action);
 void register_data(CLI::App& app, Action& action);
+void register_train(CLI::App& app, Action& action);
 
 }  // namespace lora::cli
