@@ -1,6 +1,8 @@
 // Shared CLI flags and model loading for the inference subcommands.
 #include "cli/common.h"
 
+#include <algorithm>
+
 #include <omp.h>
 
 #include "core/error.h"
@@ -18,7 +20,7 @@ void add_model_flags(CLI::App* cmd, ModelFlags& f, bool required) {
   if (required) m->required();
   cmd->add_option("--chat-template", f.chat_template,
                   "Override the chat template: a built-in name (chatml, zephyr, llama2, llama3, mistral) or a Jinja file");
-  cmd->add_option("--max-kv-size", f.max_kv_size, "KV cache size in tokens (0 = the model's context length)")
+  cmd->add_option("--max-kv-size", f.max_kv_size, "KV cache size in tokens (0 = the model's context length, at most 8192 unless set)")
       ->check(CLI::NonNegativeNumber);
   cmd->add_option("--threads,-t", f.threads, "CPU threads (0 = all cores)")->check(CLI::NonNegativeNumber);
 }
@@ -75,8 +77,15 @@ std::unique_ptr<Loaded> load_for_inference(const ModelFlags& f) {
     fail_input(f.model, fmt::format("the tokenizer has {} tokens but the model's vocabulary is {}", L->tok->vocab_size(), L->model.cfg.vocab),
                "the tokenizer files do not belong to these weights");
   if (!f.chat_template.empty()) L->prompt.chat_template = chat_template_resolve(f.chat_template);
-  int64_t n_ctx = L->model.cfg.max_pos;
-  if (f.max_kv_size > 0) n_ctx = f.max_kv_size;
+  // The cache is allocated up front: cap the default so a 128K-context model does not reserve tens of GB.
+  constexpr int64_t kDefaultMaxKv = 8192;
+  int64_t n_ctx = std::min(L->model.cfg.max_pos, kDefaultMaxKv);
+  if (f.max_kv_size > 0) {
+    if (f.max_kv_size > L->model.cfg.max_pos)
+      fail_input("--max-kv-size", fmt::format("{} exceeds the model's context length of {}", f.max_kv_size, L->model.cfg.max_pos),
+                 "RoPE positions beyond the trained context are not supported; use a smaller value");
+    n_ctx = f.max_kv_size;
+  }
   L->session = std::make_unique<LlamaSession>(L->model, cpu_ops(), n_ctx);
   log_debug("loaded {} in {:.2f}s", f.model, t.seconds());
   return L;
