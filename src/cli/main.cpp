@@ -10,7 +10,7 @@
 #include "core/error.h"
 
 int main(int argc, char** argv) {
-  CLI::App app{"lora — fine-tune and run Llama-family models with LoRA, natively (CPU and CUDA)", "lora"};
+  CLI::App app{"lora — fine-tune (LoRA, DoRA, full) and run Llama-family models natively", "lora"};
   app.set_version_flag("--version", "lora 0.1.0");
   app.require_subcommand(1);
   app.option_defaults()->always_capture_default();
