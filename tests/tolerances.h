@@ -38,4 +38,7 @@ inline constexpr double kAdapterFuse = 1e-5;     // fused W' = W + s·BᵀAᵀ (
 inline constexpr double kSmolLM2Logits = 1e-5;    // |got - want| <= tol * (1 + |want|); 30 layers of f32 sums (measured 1.3e-6)
 inline constexpr double kSmolLM2NearTie = 1e-3;   // logit units: a greedy step whose reference top-1/top-2 margin is below this may flip
 inline constexpr double kFusedVsAdapterLogits = 1e-4;  // fused-weight inference vs the training forward with the adapter, same form as kGoldenLogits
+// Several MLX-Adam steps vs mlx-lm's trainer and PEFT + MLX-semantics Adam (test_golden_steps), f32.
+inline constexpr double kGoldenStepsLoss = 1e-5;    // relative, every step's mean masked loss (measured 1.4e-6)
+inline constexpr double kGoldenStepsParams = 3e-4;  // final adapter, |Δ| / max |want| per tensor (measured 7.1e-5)
 }  // namespace lora::tol
