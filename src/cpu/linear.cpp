@@ -27,28 +27,36 @@ namespace {
 
 // Up to 1 MiB of f32 per thread's panel: large enough for an efficient sgemm, small enough for L2/L3.
 constexpr int64_t kPanelElems = int64_t(1) << 18;
+// Below this many multiply-adds a half-weight product runs on the calling thread.
+constexpr int64_t kParallelMacs = int64_t(1) << 21;
 
-// Each OpenMP thread takes a contiguous range of W's rows and walks it in panels: convert the panel to
-// f32 (in cache), one single-threaded sgemm into y's matching columns. No thread waits on another.
+// A panel length along an extent of `extent` rows or columns: at most `cap`, about four panels per
+// thread so that work can be handed out dynamically, a multiple of 16, at least 64 (or the extent).
+int64_t panel_len(int64_t extent, int64_t cap, int64_t threads) {
+  const int64_t per = (extent + 4 * threads - 1) / (4 * threads);
+  const int64_t len = std::min(cap, std::max<int64_t>(64, (per + 15) / 16 * 16));
+  return std::max<int64_t>(1, std::min(len, extent));
+}
+
+// Panels of W's rows are handed out dynamically to the OpenMP threads (a thread the OS pauses holds
+// up the others by one panel, not by a static share): convert the panel to f32 (in cache), one
+// single-threaded sgemm into y's matching columns.
 void linear_gemm_half(const float* x, const Tensor& w, int64_t n, int64_t out, int64_t in, float* y) {
   const char* wbytes = static_cast<const char*>(w.data);
   const DType wt = w.dtype;
-#pragma omp parallel if (n * out * in >= (int64_t(1) << 18))
-  {
+  const bool par = n * out * in >= kParallelMacs;
+  const int64_t rows = panel_len(out, std::max<int64_t>(16, kPanelElems / std::max<int64_t>(in, 1)),
+                                 par ? omp_get_max_threads() : 1);
+  const int64_t n_panels = (out + rows - 1) / rows;
+#pragma omp parallel for schedule(dynamic, 1) if (par)
+  for (int64_t p = 0; p < n_panels; ++p) {
     // Per thread, grown once to the largest panel seen and reused by later calls (decoding never
     // comes here, so there is no per-token allocation).
     thread_local std::vector<float> panel;
-    const int64_t nt = omp_get_num_threads(), tid = omp_get_thread_num();
-    const int64_t per = (out + nt - 1) / nt;
-    const int64_t r_begin = std::min(out, tid * per), r_end = std::min(out, r_begin + per);
-    const int64_t rows = std::max<int64_t>(1, std::min(per, std::max<int64_t>(16, kPanelElems / std::max<int64_t>(in, 1))));
     if (int64_t(panel.size()) < rows * in) panel.resize(size_t(rows * in));
-    for (int64_t r0 = r_begin; r0 < r_end; r0 += rows) {
-      const int64_t nr = std::min(rows, r_end - r0);
-      for (int64_t r = 0; r < nr; ++r)
-        convert_to_f32(wbytes + size_t((r0 + r) * in) * 2, wt, panel.data() + r * in, in);
-      gemm_nt_f32_serial(n, nr, in, x, in, panel.data(), in, y + r0, out);  // y[:, r0:r0+nr]
-    }
+    const int64_t r0 = p * rows, nr = std::min(rows, out - r0);
+    for (int64_t r = 0; r < nr; ++r) convert_to_f32(wbytes + size_t((r0 + r) * in) * 2, wt, panel.data() + r * in, in);
+    gemm_nt_f32_serial(n, nr, in, x, in, panel.data(), in, y + r0, out);  // y[:, r0:r0+nr]
   }
 }
 
@@ -147,23 +155,24 @@ void linear_dx(const float* g, const Tensor& w, int64_t n, int64_t out, int64_t 
     gemm_f32(false, false, n, in, out, 1.0f, g, out, w.f32(), in, beta, dx, in);
     return;
   }
-  // Half weights: each thread owns a block of dx's columns and walks W's rows in panels of that block.
+  // Half weights: blocks of dx's columns are handed out dynamically; a block's thread walks W's rows in
+  // panels of that block's columns (converted to f32) and accumulates into its columns of dx, so every
+  // W element is converted once and no two threads write the same dx element.
   const char* wbytes = static_cast<const char*>(w.data);
   const DType wt = w.dtype;
-#pragma omp parallel if (n * out * in >= (int64_t(1) << 18))
-  {
+  const bool par = n * out * in >= kParallelMacs;
+  const int64_t cols = panel_len(in, 512, par ? omp_get_max_threads() : 1);
+  const int64_t n_blocks = (in + cols - 1) / cols;
+#pragma omp parallel for schedule(dynamic, 1) if (par)
+  for (int64_t blk = 0; blk < n_blocks; ++blk) {
     thread_local std::vector<float> panel;
-    const int64_t nt = omp_get_num_threads(), tid = omp_get_thread_num();
-    const int64_t per = ((in + nt - 1) / nt + 15) / 16 * 16;
-    const int64_t c0 = std::min(in, tid * per), c1 = std::min(in, c0 + per), nc = c1 - c0;
-    if (nc > 0) {
-      const int64_t rows = std::max<int64_t>(16, kPanelElems / nc);
-      float* P = scratch(panel, rows * nc);
-      for (int64_t r0 = 0; r0 < out; r0 += rows) {
-        const int64_t nr = std::min(rows, out - r0);
-        for (int64_t i = 0; i < nr; ++i) convert_to_f32(wbytes + size_t(((r0 + i) * in + c0) * 2), wt, P + i * nc, nc);
-        gemm_f32_serial(false, false, n, nc, nr, 1.0f, g + r0, out, P, nc, r0 == 0 ? beta : 1.0f, dx + c0, in);
-      }
+    const int64_t c0 = blk * cols, nc = std::min(cols, in - c0);
+    const int64_t rows = std::max<int64_t>(16, kPanelElems / nc);
+    float* P = scratch(panel, rows * nc);
+    for (int64_t r0 = 0; r0 < out; r0 += rows) {
+      const int64_t nr = std::min(rows, out - r0);
+      for (int64_t i = 0; i < nr; ++i) convert_to_f32(wbytes + size_t(((r0 + i) * in + c0) * 2), wt, P + i * nc, nc);
+      gemm_f32_serial(false, false, n, nc, nr, 1.0f, g + r0, out, P, nc, r0 == 0 ? beta : 1.0f, dx + c0, in);
     }
   }
 }

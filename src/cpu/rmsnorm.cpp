@@ -9,6 +9,13 @@
 
 namespace lora::cpu {
 
+namespace {
+// Below this many elements the op runs on the calling thread: a pass over a few hundred thousand
+// floats takes well under a millisecond, less than a parallel region can cost when the OS has paused
+// one of the team's threads on a busy machine (then the others wait for it at the barrier).
+constexpr int64_t kParallelElems = int64_t(1) << 20;
+}  // namespace
+
 void rmsnorm_fwd(const Tensor& x, const Tensor& w, float eps, Tensor& y) {
   LORA_CHECK(x.dtype == DTYPE_F32 && y.dtype == DTYPE_F32 && x.is_contiguous() && y.is_contiguous(),
              "rmsnorm: x and y must be contiguous f32");
@@ -19,7 +26,7 @@ void rmsnorm_fwd(const Tensor& x, const Tensor& w, float eps, Tensor& y) {
   float* Y = y.f32();
   const void* W = w.data;
   const DType wt = w.dtype;
-#pragma omp parallel for schedule(static) if (n * C >= (int64_t(1) << 15))
+#pragma omp parallel for schedule(static) if (n * C >= kParallelElems)
   for (int64_t r = 0; r < n; ++r) {
     const float* xr = X + r * C;
     float* yr = Y + r * C;
@@ -55,7 +62,7 @@ void rmsnorm_bwd(const Tensor& x, const Tensor& w, float eps, const Tensor& dy, 
   dtype_convert_to_f32(w.dtype, w.data, wf.data(), C);
   const float* W = wf.data();
   float* R = rinv.data();
-#pragma omp parallel for schedule(static) if (n * C >= (int64_t(1) << 14))
+#pragma omp parallel for schedule(static) if (n * C >= kParallelElems)
   for (int64_t r = 0; r < n; ++r) {
     const float* xr = X + r * C;
     const float* gr = G + r * C;
@@ -75,7 +82,7 @@ void rmsnorm_bwd(const Tensor& x, const Tensor& w, float eps, const Tensor& dy, 
   }
   if (dw) {
     float* DW = dw->f32();
-#pragma omp parallel for schedule(static) if (n * C >= (int64_t(1) << 14))
+#pragma omp parallel for schedule(static) if (n * C >= kParallelElems)
     for (int64_t i = 0; i < C; ++i) {
       double s = 0.0;
       for (int64_t r = 0; r < n; ++r) s += double(G[r * C + i]) * double(X[r * C + i]) * double(R[r]);

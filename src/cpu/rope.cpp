@@ -6,6 +6,13 @@
 
 namespace lora::cpu {
 
+namespace {
+// Below this many elements the op runs on the calling thread: a pass over a few hundred thousand
+// floats takes well under a millisecond, less than a parallel region can cost when the OS has paused
+// one of the team's threads on a busy machine (then the others wait for it at the barrier).
+constexpr int64_t kParallelElems = int64_t(1) << 20;
+}  // namespace
+
 void rope_fwd(Tensor& x, const int32_t* pos, const RopeTable& rope) {
   LORA_CHECK(x.dtype == DTYPE_F32 && x.is_contiguous() && x.ndim == 3, "rope: x must be contiguous f32 (N, nh, D)");
   const int64_t N = x.dim(0), nh = x.dim(1), D = x.dim(2), half = D / 2;
@@ -14,7 +21,7 @@ void rope_fwd(Tensor& x, const int32_t* pos, const RopeTable& rope) {
     LORA_CHECK(pos[t] >= 0 && pos[t] < rope.max_pos, "rope: position {} outside the table [0, {})", pos[t],
                rope.max_pos);
   float* X = x.f32();
-#pragma omp parallel for schedule(static) if (N * nh * D >= (int64_t(1) << 15))
+#pragma omp parallel for schedule(static) if (N * nh * D >= kParallelElems)
   for (int64_t t = 0; t < N; ++t) {
     const float* c = rope.cos.data() + int64_t(pos[t]) * half;
     const float* s = rope.sin.data() + int64_t(pos[t]) * half;
@@ -38,7 +45,7 @@ void rope_bwd(Tensor& dx, const int32_t* pos, const RopeTable& rope) {
     LORA_CHECK(pos[t] >= 0 && pos[t] < rope.max_pos, "rope_bwd: position {} outside the table [0, {})", pos[t],
                rope.max_pos);
   float* X = dx.f32();
-#pragma omp parallel for schedule(static) if (N * nh * D >= (int64_t(1) << 15))
+#pragma omp parallel for schedule(static) if (N * nh * D >= kParallelElems)
   for (int64_t t = 0; t < N; ++t) {
     const float* c = rope.cos.data() + int64_t(pos[t]) * half;
     const float* s = rope.sin.data() + int64_t(pos[t]) * half;
