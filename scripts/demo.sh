@@ -12,7 +12,7 @@ LORA=${LORA_BUILD_DIR:-build}/lora
 DATA=$OUT/fortunes-data
 ADAPTER=$OUT/adapters
 FORTUNES=/usr/share/games/fortunes
-ITERS=${LORA_DEMO_ITERS:-60}
+ITERS=${LORA_DEMO_ITERS:-100}
 
 echo "== 1/6 dependencies (scripts/install-deps.sh)"
 scripts/install-deps.sh
@@ -40,7 +40,7 @@ if [ ! -s "$ADAPTER/adapters.safetensors" ] || [ "${LORA_RETRAIN:-0}" = 1 ]; the
   rm -rf "$ADAPTER"
   "$LORA" train --model "$MODEL" --data "$DATA" --adapter-path "$ADAPTER" --mask-prompt \
     --iters "$ITERS" --batch-size 4 --num-layers 8 --learning-rate 2e-4 \
-    --steps-per-report 10 --steps-per-eval 30 --val-batches 4 --save-every 1000 --seed 0
+    --steps-per-report 10 --steps-per-eval 25 --val-batches 4 --save-every 1000 --seed 0
 else
   echo "   reusing $ADAPTER (LORA_RETRAIN=1 to train again)"
 fi
