@@ -41,4 +41,8 @@ inline constexpr double kFusedVsAdapterLogits = 1e-4;  // fused-weight inference
 // Several MLX-Adam steps vs mlx-lm's trainer and PEFT + MLX-semantics Adam (test_golden_steps), f32.
 inline constexpr double kGoldenStepsLoss = 1e-5;    // relative, every step's mean masked loss (measured 1.4e-6)
 inline constexpr double kGoldenStepsParams = 3e-4;  // final adapter, |Δ| / max |want| per tensor (measured 7.1e-5)
+// CUDA GEMM (test_cuda_gemm) vs a double reference on the same (bf16-exact or f32) inputs:
+// |got - want| <= tol · (|alpha|·sqrt(K)·max|A|·max|B| + |beta|·max|C0|).
+inline constexpr double kCudaGemmAccum = 1e-5;    // fp32 accumulation order only (bf16 products are exact in fp32); measured 3.6e-6 (H200, K = 2048)
+inline constexpr double kCudaGemmBF16Out = 0x1p-7;  // extra, × (|alpha·AB| + |beta·C0|): up to two bf16 roundings (u = 2^-8 each)
 }  // namespace lora::tol
