@@ -45,4 +45,11 @@ inline constexpr double kGoldenStepsParams = 3e-4;  // final adapter, |Δ| / max
 // |got - want| <= tol · (|alpha|·sqrt(K)·max|A|·max|B| + |beta|·max|C0|).
 inline constexpr double kCudaGemmAccum = 1e-5;    // fp32 accumulation order only (bf16 products are exact in fp32); measured 3.6e-6 (H200, K = 2048)
 inline constexpr double kCudaGemmBF16Out = 0x1p-7;  // extra, × (|alpha·AB| + |beta·C0|): up to two bf16 roundings (u = 2^-8 each)
+// CUDA attention forward (test_cuda_attention) vs the double reference attention_fwd on the same f32 inputs
+// (q, k in [-2, 2], v in [-1, 1]): |got - want| <= tol (absolute; out is a convex combination of |v| <= 1).
+inline constexpr double kCudaAttention = 1e-5;  // f32 dots of <= 128 terms, online softmax over <= 8192 keys; measured 9.2e-7 (H200, D = 128)
+// CUDA element-wise kernels (test_cuda_elementwise) vs the double reference backend on the same inputs.
+inline constexpr double kCudaRmsnorm = 1e-6;      // |got - want| <= tol·(1+|want|); f32 block sums of <= 2049 squares (measured 1.5e-7, H200)
+inline constexpr double kCudaRmsnormBwd = 1e-5;   // |got - want| <= tol·max|want| (dx, dw); f32 row and column sums (measured 3.2e-6 dx, 6.1e-7 dw, H200)
+inline constexpr double kCudaElementwise = 2e-6;  // rope fwd/bwd, swiglu fwd/bwd: tol·(1+|want|); a few f32 roundings (measured 4.1e-7, H200)
 }  // namespace lora::tol
