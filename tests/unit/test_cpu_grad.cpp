@@ -366,5 +366,89 @@ TEST(CpuGrad, Xent) {
   EXPECT_THROW(fast().xent_fwd_bwd(l.t, &bad, &one, 1.0f, true), Error);
 }
 
+
+// The parallel backward paths (over the 2^21 multiply-add threshold): with BF16/F16 weights dx = dy·W
+// walks W in converted panels, in blocks of up to 512 of dx's columns handed out to threads; in = 2049
+// leaves the last block partial whatever the thread count. Both modes (accumulate onto a nonzero dx,
+// and set over garbage) against the reference; F32 weights add the threaded sgemm's column chunks
+// (dx, dw). Run under OMP_NUM_THREADS=1, 2 and 3.
+TEST(CpuGrad, LinearDxParallelBlocks) {
+  Rng rng(51);
+  const int64_t N = 64, out = 256, in = 2049;
+  auto x = rnd(rng, {N, in}), r = rnd(rng, {N, out});
+  for (DType dt : {DTYPE_BF16, DTYPE_F16, DTYPE_F32}) {
+    SCOPED_TRACE(dtype_name(dt));
+    auto w = rnd(rng, {out, in}, -1, 1, dt);
+    for (bool accumulate : {true, false}) {
+      auto base = rnd(rng, {N, in}, -5, 5);  // set mode must ignore it
+      auto dxf = copy_of(base.t), dxr = copy_of(base.t);
+      fast().linear_bwd(x.t, w.t, r.t, &dxf.t, accumulate, nullptr, nullptr, nullptr, nullptr);
+      ref().linear_bwd(x.t, w.t, r.t, &dxr.t, accumulate, nullptr, nullptr, nullptr, nullptr);
+      expect_near_all(dxf.t, dxr.t, tol::kGradFastVsRef, accumulate ? "linear par dx +=" : "linear par dx =");
+    }
+  }
+  // F32 full fine-tuning: dw (out, in) += dyᵀ x is threaded by columns here; with out = 2049 and in = 100
+  // it is threaded by rows (n < 64 · threads for 2 and 3 threads).
+  for (int64_t o : {out, int64_t(2049)}) {
+    const int64_t i = o == out ? in : 100;
+    auto xx = rnd(rng, {N, i}), rr = rnd(rng, {N, o}), w = rnd(rng, {o, i});
+    auto dw0 = rnd(rng, {o, i});
+    auto dwf = copy_of(dw0.t), dwr = copy_of(dw0.t), dbf = zeros({o}), dbr = zeros({o});
+    auto dxf = zeros({N, i}), dxr = zeros({N, i});
+    fast().linear_bwd(xx.t, w.t, rr.t, &dxf.t, false, &dwf.t, &dbf.t, nullptr, nullptr);
+    ref().linear_bwd(xx.t, w.t, rr.t, &dxr.t, false, &dwr.t, &dbr.t, nullptr, nullptr);
+    expect_near_all(dxf.t, dxr.t, tol::kGradFastVsRef, o == out ? "linear par f32 dx" : "linear par f32 dx (rows)");
+    expect_near_all(dwf.t, dwr.t, tol::kGradFastVsRef, o == out ? "linear par f32 dw" : "linear par f32 dw (rows)");
+    expect_near_all(dbf.t, dbr.t, tol::kGradFastVsRef, "linear par f32 dbias");
+  }
+}
+
+// LoRA and DoRA at the parallel size, over BF16/F16 frozen weights: forward (base product threaded by
+// panels, DoRA's row norms threaded by rows) and backward (dx's threaded half-weight blocks plus the
+// adapter's rank-r path, with dropout on one case), against the reference.
+TEST(CpuGrad, LinearLoraParallel) {
+  Rng rng(52);
+  for (LoraCase cs : {LoraCase{64, 2049, 256, 8, 0.0f, false, DTYPE_BF16}, LoraCase{64, 2049, 256, 8, 0.1f, false, DTYPE_F16},
+                      LoraCase{64, 2049, 256, 4, 0.0f, true, DTYPE_BF16}}) {
+    SCOPED_TRACE(testing::Message() << "N " << cs.N << " in " << cs.in << " out " << cs.out << " r " << cs.r
+                                    << " dropout " << cs.dropout << " dora " << cs.dora << " " << dtype_name(cs.wt));
+    auto x = rnd(rng, {cs.N, cs.in}), w = rnd(rng, {cs.out, cs.in}, -0.3f, 0.3f, cs.wt), bias = rnd(rng, {cs.out});
+    auto r = rnd(rng, {cs.N, cs.out});
+    auto A = rnd(rng, {cs.in, cs.r}, -0.3f, 0.3f), Bm = rnd(rng, {cs.r, cs.out}, -0.3f, 0.3f), M = rnd(rng, {cs.out}, 0.5f, 2.0f);
+    LoraOperand lo;
+    lo.a = A.t;
+    lo.b = Bm.t;
+    if (cs.dora) lo.m = M.t;
+    lo.scale = 1.7f;
+    lo.dropout = cs.dropout;
+    lo.dropout_key = 4321;
+    lo.dropout_stream = 9;
+    auto ur = zeros({cs.N, cs.r}), yprer = zeros({cs.N, cs.out}), denr = zeros({cs.out});
+    auto uf = zeros({cs.N, cs.r}), ypref = zeros({cs.N, cs.out}), denf = zeros({cs.out});
+    LoraSaved svr{ur.t, cs.dora ? yprer.t : Tensor{}, cs.dora ? denr.t : Tensor{}};
+    LoraSaved svf{uf.t, cs.dora ? ypref.t : Tensor{}, cs.dora ? denf.t : Tensor{}};
+    auto yf = zeros({cs.N, cs.out}), yr = zeros({cs.N, cs.out});
+    fast().linear_lora_fwd(x.t, w.t, &bias.t, &lo, &svf, yf.t);
+    ref().linear_lora_fwd(x.t, w.t, &bias.t, &lo, &svr, yr.t);
+    expect_near_all(yf.t, yr.t, tol::kOpLinear, "lora par y");
+    expect_near_all(uf.t, ur.t, tol::kOpLinear, "lora par u");
+    if (cs.dora) expect_near_all(denf.t, denr.t, tol::kOpLinear, "dora par denom");
+    auto dAf = zeros({cs.in, cs.r}), dBf = zeros({cs.r, cs.out}), dMf = zeros({cs.out});
+    auto dAr = zeros({cs.in, cs.r}), dBr = zeros({cs.r, cs.out}), dMr = zeros({cs.out});
+    LoraOperand lf = lo, lr = lo;
+    lf.da = dAf.t; lf.db = dBf.t; lr.da = dAr.t; lr.db = dBr.t;
+    if (cs.dora) { lf.dm = dMf.t; lr.dm = dMr.t; }
+    auto base = rnd(rng, {cs.N, cs.in});
+    auto dxf = copy_of(base.t), dxr = copy_of(base.t);
+    // Both sides from the reference's saved tensors, so the backward is compared on identical inputs.
+    fast().linear_bwd(x.t, w.t, r.t, &dxf.t, true, nullptr, nullptr, &lf, &svr);
+    ref().linear_bwd(x.t, w.t, r.t, &dxr.t, true, nullptr, nullptr, &lr, &svr);
+    expect_near_all(dxf.t, dxr.t, tol::kGradFastVsRef, "lora par dx");
+    expect_near_all(dAf.t, dAr.t, tol::kGradFastVsRef, "lora par dA");
+    expect_near_all(dBf.t, dBr.t, tol::kGradFastVsRef, "lora par dB");
+    if (cs.dora) expect_near_all(dMf.t, dMr.t, tol::kGradFastVsRef, "dora par dm");
+  }
+}
+
 }  // namespace
 }  // namespace lora

@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdio>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <vector>
@@ -234,6 +235,30 @@ TEST(RopeTable, RejectsUnknownScaling) {
   RopeScaling s;
   s.type = "yarn";
   EXPECT_THROW(rope_table_make(8, 4, 10000.0, &s), Error);
+}
+
+
+// Large enough (64 · 1100 · 2048 ≈ 2^27 multiply-adds, over the 2^21 threshold) that the F32 sgemm
+// and the BF16/F16 panel GEMM split the product over OpenMP threads in dynamically handed-out chunks;
+// out = 1100 is odd and gives several chunks per thread with a short last one. Run the suite under
+// OMP_NUM_THREADS=1, 2 and 3: every thread count must agree with the reference.
+TEST(CpuOps, LinearParallelChunks) {
+  Rng rng(41);
+  const int64_t n = 64, in = 2048, out = 1100;
+  auto x = random_tensor(rng, DTYPE_F32, {n, in});
+  for (DType dt : kWeightTypes)
+    for (bool with_bias : {false, true}) {
+      auto w = random_tensor(rng, dt, {out, in});
+      auto bias = random_tensor(rng, dt, {out});
+      auto a = zeros({n, out}), b = zeros({n, out});
+      const Tensor* bp = with_bias ? &bias.t : nullptr;
+      cpu_ops().linear_fwd(x.t, w.t, bp, a.t);
+      reference_ops().linear_fwd(x.t, w.t, bp, b.t);
+      const double worst = expect_close(a.t, b.t, tol::kOpLinear,
+                                        fmt::format("linear {} ({}, {}) n={} bias={}", dtype_name(dt), out, in, n, with_bias));
+      std::printf("  linear %-4s (%lld, %lld) n=%lld bias=%d worst %.2e\n", dtype_name(dt), (long long)out,
+                  (long long)in, (long long)n, int(with_bias), worst);
+    }
 }
 
 }  // namespace
