@@ -13,12 +13,14 @@ namespace {
 constexpr int64_t kParallelElems = int64_t(1) << 20;
 }  // namespace
 
-void rope_fwd(Tensor& x, const int32_t* pos, const RopeTable& rope) {
-  LORA_CHECK(x.dtype == DTYPE_F32 && x.is_contiguous() && x.ndim == 3, "rope: x must be contiguous f32 (N, nh, D)");
+// Rotates every head of x (N, nh, D) by the angle of its position; sign = -1 rotates back (the
+// backward of a rotation is the rotation by the opposite angle).
+static void rope_rotate(Tensor& x, const int32_t* pos, const RopeTable& rope, float sign, const char* who) {
+  LORA_CHECK(x.dtype == DTYPE_F32 && x.is_contiguous() && x.ndim == 3, "{}: x must be contiguous f32 (N, nh, D)", who);
   const int64_t N = x.dim(0), nh = x.dim(1), D = x.dim(2), half = D / 2;
-  LORA_CHECK(D == rope.head_dim, "rope: head dim {} but the table is for {}", D, rope.head_dim);
+  LORA_CHECK(D == rope.head_dim, "{}: head dim {} but the table is for {}", who, D, rope.head_dim);
   for (int64_t t = 0; t < N; ++t)
-    LORA_CHECK(pos[t] >= 0 && pos[t] < rope.max_pos, "rope: position {} outside the table [0, {})", pos[t],
+    LORA_CHECK(pos[t] >= 0 && pos[t] < rope.max_pos, "{}: position {} outside the table [0, {})", who, pos[t],
                rope.max_pos);
   float* X = x.f32();
 #pragma omp parallel for schedule(static) if (N * nh * D >= kParallelElems)
@@ -29,36 +31,16 @@ void rope_fwd(Tensor& x, const int32_t* pos, const RopeTable& rope) {
       float* v = X + (t * nh + h) * D;
 #pragma omp simd
       for (int64_t i = 0; i < half; ++i) {
-        const float a = v[i], b = v[i + half];
-        v[i] = a * c[i] - b * s[i];
-        v[i + half] = b * c[i] + a * s[i];
+        const float a = v[i], b = v[i + half], sn = sign * s[i];
+        v[i] = a * c[i] - b * sn;
+        v[i + half] = b * c[i] + a * sn;
       }
     }
   }
 }
 
-void rope_bwd(Tensor& dx, const int32_t* pos, const RopeTable& rope) {
-  LORA_CHECK(dx.dtype == DTYPE_F32 && dx.is_contiguous() && dx.ndim == 3, "rope_bwd: dx must be contiguous f32 (N, nh, D)");
-  const int64_t N = dx.dim(0), nh = dx.dim(1), D = dx.dim(2), half = D / 2;
-  LORA_CHECK(D == rope.head_dim, "rope_bwd: head dim {} but the table is for {}", D, rope.head_dim);
-  for (int64_t t = 0; t < N; ++t)
-    LORA_CHECK(pos[t] >= 0 && pos[t] < rope.max_pos, "rope_bwd: position {} outside the table [0, {})", pos[t],
-               rope.max_pos);
-  float* X = dx.f32();
-#pragma omp parallel for schedule(static) if (N * nh * D >= kParallelElems)
-  for (int64_t t = 0; t < N; ++t) {
-    const float* c = rope.cos.data() + int64_t(pos[t]) * half;
-    const float* s = rope.sin.data() + int64_t(pos[t]) * half;
-    for (int64_t h = 0; h < nh; ++h) {
-      float* v = X + (t * nh + h) * D;
-#pragma omp simd
-      for (int64_t i = 0; i < half; ++i) {
-        const float a = v[i], b = v[i + half];
-        v[i] = a * c[i] + b * s[i];
-        v[i + half] = b * c[i] - a * s[i];
-      }
-    }
-  }
-}
+void rope_fwd(Tensor& x, const int32_t* pos, const RopeTable& rope) { rope_rotate(x, pos, rope, 1.0f, "rope"); }
+
+void rope_bwd(Tensor& dx, const int32_t* pos, const RopeTable& rope) { rope_rotate(dx, pos, rope, -1.0f, "rope_bwd"); }
 
 }  // namespace lora::cpu

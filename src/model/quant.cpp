@@ -18,6 +18,7 @@
 #include <cstring>
 
 #include "core/error.h"
+#include "model/quant_bytes.h"
 
 static_assert(std::endian::native == std::endian::little, "quant.cpp assumes a little-endian host");
 
@@ -25,15 +26,8 @@ namespace lora {
 
 namespace {
 
-float load_f16(const uint8_t* p) {
-  uint16_t h;
-  std::memcpy(&h, p, 2);
-  return f16_to_f32(h);
-}
-void store_f16(uint8_t* p, float f) {
-  const uint16_t h = f32_to_f16(f);
-  std::memcpy(p, &h, 2);
-}
+using quant_detail::load_f16;
+using quant_detail::store_f16;
 
 // C's float -> small-integer conversion truncates; out-of-range (or NaN) is undefined behaviour. The
 // clamp keeps in-range values unchanged (they are all the reference ever produces for finite input).

@@ -20,21 +20,15 @@
 #include <cstring>
 
 #include "core/error.h"
+#include "model/quant_bytes.h"
 #include "model/quant.h"
 
 namespace lora {
 
 namespace {
 
-float load_f16(const uint8_t* p) {
-  uint16_t h;
-  std::memcpy(&h, p, 2);
-  return f16_to_f32(h);
-}
-void store_f16(uint8_t* p, float f) {
-  const uint16_t h = f32_to_f16(f);
-  std::memcpy(p, &h, 2);
-}
+using quant_detail::load_f16;
+using quant_detail::store_f16;
 
 // llama.cpp's nearest_int: adds 1.5 * 2^23 so the integer lands in the mantissa (round half to even).
 // Valid for |v| <= 2^22 - 1; beyond that it returns garbage, as the reference does (no UB here).
