@@ -81,7 +81,7 @@ OwnedTensor tensor_alloc(DType dtype, const int64_t* shape, int ndim) {
   int64_t n = 1;
   for (int i = 0; i < ndim; ++i) n *= shape[i];
   auto buf = std::make_shared<Buffer>(size_t(dtype_nbytes(dtype, n)));
-  return {buf, tensor_view(buf->data(), dtype, shape, ndim)};
+  return {std::shared_ptr<void>(buf, buf->data()), tensor_view(buf->data(), dtype, shape, ndim)};
 }
 
 OwnedTensor tensor_alloc(DType dtype, std::initializer_list<int64_t> shape) {

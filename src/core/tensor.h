@@ -61,9 +61,10 @@ class Buffer {
   size_t size_ = 0;
 };
 
-// A tensor together with the buffer that owns it (for values computed at load time).
+// A tensor together with the memory that owns it (a host Buffer, or device memory from
+// core/device_mem.h's device_alloc).
 struct OwnedTensor {
-  std::shared_ptr<Buffer> buf;
+  std::shared_ptr<void> buf;
   Tensor t;
 };
 OwnedTensor tensor_alloc(DType dtype, std::initializer_list<int64_t> shape);

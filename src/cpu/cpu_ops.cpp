@@ -46,8 +46,13 @@ class CpuOps final : public Ops {
                   Tensor* dbias, const LoraOperand* lo, const LoraSaved* saved) override {
     cpu::linear_bwd(x, w, dy, dx, dx_accumulate, dw, dbias, lo, saved);
   }
-  double xent_fwd_bwd(Tensor& logits, const int32_t* targets, const float* mask, float dscale, bool grad) override {
-    return cpu::xent_fwd_bwd(logits, targets, mask, dscale, grad);
+  using Ops::xent_fwd_bwd;
+  void xent_fwd_bwd(Tensor& logits, const int32_t* targets, const float* mask, float dscale, bool grad,
+                    float* row_loss) override {
+    cpu::xent_fwd_bwd(logits, targets, mask, dscale, grad, row_loss);
+  }
+  void optimizer_update(const OptimizerSlot* slots, int64_t n, const OptimizerStep& s) override {
+    cpu::optimizer_update(slots, n, s);
   }
 };
 

@@ -14,11 +14,7 @@ void embedding_fwd(const int32_t* ids, int64_t n, const Tensor& table, Tensor& o
   const int64_t V = table.dim(0), C = table.dim(1);
   LORA_CHECK(out.dtype == DTYPE_F32 && out.is_contiguous() && out.numel() == n * C,
              "embedding: out {} for {} ids of width {}", out.shape_str(), n, C);
-  for (int64_t i = 0; i < n; ++i)
-    if (ids[i] < 0 || ids[i] >= V)
-      fail_input("token ids", "token id " + std::to_string(ids[i]) + " at index " + std::to_string(i) +
-                                  " is outside the vocabulary [0, " + std::to_string(V) + ")",
-                 "token ids must come from this model's tokenizer");
+  token_ids_check(ids, n, V);
   const int64_t esize = dtype_nbytes(table.dtype, 1);
   for (int64_t i = 0; i < n; ++i)
     dtype_convert_to_f32(table.dtype, static_cast<const char*>(table.data) + ids[i] * C * esize,

@@ -29,7 +29,9 @@ void linear_lora_fwd(const Tensor& x, const Tensor& w, const Tensor* bias, const
                      Tensor& y);                                                                         // linear.cpp
 void linear_bwd(const Tensor& x, const Tensor& w, const Tensor& dy, Tensor* dx, bool dx_accumulate, Tensor* dw,
                 Tensor* dbias, const LoraOperand* lo, const LoraSaved* saved);                           // linear.cpp
-double xent_fwd_bwd(Tensor& logits, const int32_t* targets, const float* mask, float dscale, bool grad);  // xent.cpp
+void xent_fwd_bwd(Tensor& logits, const int32_t* targets, const float* mask, float dscale, bool grad,
+                  float* row_loss);  // xent.cpp
+void optimizer_update(const OptimizerSlot* slots, int64_t n, const OptimizerStep& s);  // optimizer.cpp
 
 // Element i of a small plain-float vector (norm weights, biases) of any float dtype, as f32.
 inline float load_f32(const void* p, DType t, int64_t i) {

@@ -333,13 +333,18 @@ class RefOps final : public Ops {
         }
   }
 
-  double xent_fwd_bwd(Tensor& logits, const int32_t* targets, const float* mask, float dscale, bool grad) override {
+  using Ops::xent_fwd_bwd;
+  void optimizer_update(const OptimizerSlot* slots, int64_t n, const OptimizerStep& s) override {
+    cpu::optimizer_update(slots, n, s);  // already plain fp32 loops: the reference is the same code
+  }
+  void xent_fwd_bwd(Tensor& logits, const int32_t* targets, const float* mask, float dscale, bool grad,
+                    float* row_loss) override {
     const int64_t V = logits.dim(-1), n = logits.numel() / V;
-    double total = 0;
     for (int64_t i = 0; i < n; ++i) {
       float* row = logits.f32() + i * V;
       if (mask[i] != 0.0f && (targets[i] < 0 || targets[i] >= V)) fail_input("batch targets", "target out of range");
       if (mask[i] == 0.0f) {
+        row_loss[i] = 0.0f;
         if (grad) std::fill(row, row + V, 0.0f);
         continue;
       }
@@ -347,14 +352,13 @@ class RefOps final : public Ops {
       for (int64_t j = 0; j < V; ++j) mx = std::max(mx, double(row[j]));
       for (int64_t j = 0; j < V; ++j) sum += std::exp(double(row[j]) - mx);
       const double lse = mx + std::log(sum);
-      total += double(mask[i]) * (lse - row[targets[i]]);
+      row_loss[i] = float(double(mask[i]) * (lse - row[targets[i]]));
       if (grad) {
         const double c = double(mask[i]) * dscale;
         for (int64_t j = 0; j < V; ++j)
           row[j] = float((std::exp(double(row[j]) - lse) - (j == targets[i] ? 1.0 : 0.0)) * c);
       }
     }
-    return total;
   }
 };
 

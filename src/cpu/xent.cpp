@@ -2,7 +2,7 @@
 // computes the LM head one chunk of rows at a time, so only a chunk's logits (rows, V) live at once;
 // this turns them into the loss and, in place, into dlogits = (softmax - onehot) · mask · dscale.
 // Per row: max, Σ exp (accumulated in double), loss = logsumexp - logit[target]. Rows with mask 0 give
-// zero loss and zero gradient. OpenMP over rows.
+// zero loss and zero gradient. OpenMP over rows; the caller sums row_loss.
 #include <cmath>
 #include <string>
 
@@ -10,7 +10,7 @@
 
 namespace lora::cpu {
 
-double xent_fwd_bwd(Tensor& logits, const int32_t* targets, const float* mask, float dscale, bool grad) {
+void xent_fwd_bwd(Tensor& logits, const int32_t* targets, const float* mask, float dscale, bool grad, float* row_loss) {
   LORA_CHECK(logits.dtype == DTYPE_F32 && logits.is_contiguous(), "xent: logits must be contiguous f32");
   const int64_t V = logits.dim(-1), n = tensor_rows(logits);
   for (int64_t i = 0; i < n; ++i)
@@ -19,12 +19,12 @@ double xent_fwd_bwd(Tensor& logits, const int32_t* targets, const float* mask, f
                  "target id " + std::to_string(targets[i]) + " is outside the vocabulary [0, " + std::to_string(V) + ")",
                  "the data must be tokenized with this model's tokenizer");
   float* L = logits.f32();
-  double total = 0.0;
-#pragma omp parallel for schedule(static) reduction(+ : total) if (n * V >= (int64_t(1) << 15))
+#pragma omp parallel for schedule(static) if (n * V >= (int64_t(1) << 15))
   for (int64_t i = 0; i < n; ++i) {
     float* row = L + i * V;
     const float mk = mask[i];
     if (mk == 0.0f) {
+      row_loss[i] = 0.0f;
       if (grad)
         for (int64_t j = 0; j < V; ++j) row[j] = 0.0f;
       continue;
@@ -36,7 +36,7 @@ double xent_fwd_bwd(Tensor& logits, const int32_t* targets, const float* mask, f
     for (int64_t j = 0; j < V; ++j) sum += double(std::exp(row[j] - mx));
     const double lse = double(mx) + std::log(sum);
     const int64_t tgt = targets[i];
-    total += double(mk) * (lse - double(row[tgt]));
+    row_loss[i] = float(double(mk) * (lse - double(row[tgt])));
     if (grad) {
       const float c = mk * dscale;
       const float lsef = float(lse);
@@ -45,7 +45,6 @@ double xent_fwd_bwd(Tensor& logits, const int32_t* targets, const float* mask, f
       row[tgt] -= c;
     }
   }
-  return total;
 }
 
 }  // namespace lora::cpu

@@ -1,21 +1,32 @@
-// Causal attention forward with grouped KV heads (declared in cuda/attention.h), f32 throughout.
+// Causal attention forward with grouped KV heads (declared in cuda/attention.h), f32 throughout: the
+// inference forward (single pass or split-K) and the training forward with log-sum-exp.
 //
-// One thread block per (query t, head h), kWarps warps. The visible keys 0 .. pos0+t are cut into
-// chunks of 32; warp w takes chunks w, w + kWarps, ... Within a chunk, lane j owns key j: it computes
-// the full dot q·k_j (q sits in shared memory and is read as a broadcast), then the warp runs one step of
-// the online softmax — chunk max by shuffles, rescale of the running sum and output by exp(m_old - m_new),
-// p_j = exp(s_j - m_new) — and accumulates Σ p_j v_j with each lane owning dims lane, lane+32, ...
-// (coalesced V rows; p_j broadcast by shuffle). At the end the warps' (m, l, o) are merged in shared
-// memory the same way and the block writes o / l. Memory is O(D) per block whatever S is.
+// One thread block per (query t, head h[, split][, batch row b]), kWarps warps. The block's keys (all
+// visible keys 0 .. pos0+t, or one split's range of them) are cut into chunks of 32; warp w takes chunks
+// w, w + kWarps, ... Within a chunk, lane j owns key j: it computes the full dot q·k_j (q sits in shared
+// memory and is read as a broadcast), then the warp runs one step of the online softmax — chunk max by
+// shuffles, rescale of the running sum and output by exp(m_old - m_new), p_j = exp(s_j - m_new) — and
+// accumulates Σ p_j v_j with each lane owning dims lane, lane+32, ... (coalesced V rows; p_j broadcast
+// by shuffle). At the end the warps' (m, l, o) are merged in shared memory the same way and the block
+// writes o / l (and lse = m + log l for training), or for a split its unnormalized (m, l, o) partial.
+// Memory is O(D) per block whatever S is.
 //
 // Keys at or beyond pos0 + t + 1 are never loaded (neither K nor V), so unused cache rows (which may hold
-// NaN) cannot leak into the output. Decode (T = 1) gets H blocks of kWarps warps each walking S / (32·kWarps)
-// chunks; prefill blocks are issued last query first so the long rows start early.
+// NaN) cannot leak into the output. Prefill blocks are issued last query first so the long rows start early.
+//
+// Split-K (decode): with T·H blocks the GPU idles when T·H is small, so when T·H < kSplitMaxBlocks and the
+// context holds at least 2·kSplitMinKeys keys, the keys 0 .. pos0+T-1 are cut into n_split ranges of
+// split_len keys (a multiple of 32, at least kSplitMinKeys, so every warp gets a chunk); block (t, h, s)
+// writes the partial (m, l, o) of range s (an early query's range may be empty: m = -inf, l = 0, o = 0),
+// and attention_combine_kernel merges them: M = max m_s, out = Σ o_s e^(m_s-M) / Σ l_s e^(m_s-M).
 // Only cuda/check.h and CUDA headers here (see cmake/cuda.cmake: no fmt under nvcc).
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <mutex>
+#include <vector>
 
 #include "cuda/attention.h"
 #include "cuda/check.h"
@@ -26,10 +37,25 @@ namespace {
 
 constexpr int kWarps = 8;  // warps per block, each walking its own chunks of 32 keys
 
-template <int D>
+constexpr int64_t kSplitMinKeys = 256;        // keys per split at least: one 32-key chunk per warp
+constexpr int64_t kSplitMaxBlocks = 512;      // T·H blocks at or above this already fill an H100 (132 SMs)
+constexpr int64_t kSplitTargetBlocks = 1024;  // aim for about this many blocks (T·H·n_split)
+constexpr int64_t kSplitMax = 64;             // at most this many partials per query (bounds the combine)
+
+enum FwdMode {
+  FWD_OUT = 0,      // out = o / l
+  FWD_OUT_LSE = 1,  // out = o / l and aux[(b, t, h)] = m + log l
+  FWD_PARTIAL = 2,  // out (n_split, T, H, D) = unnormalized o, aux (n_split, T, H, 2) = (m, l)
+};
+
+// grid: x = T·H (query t = T-1 - x / H, head h = x % H), y = split (FWD_PARTIAL) else 1, z = batch row b.
+// k and v hold S positions per batch row (the training forward has S = T, pos0 = 0). Keys of split s are
+// [s·split_len, min((s+1)·split_len, pos0+t+1)); callers that do not split pass split_len >= pos0 + T.
+template <int D, int kMode>
 __global__ void __launch_bounds__(kWarps * 32)
     attention_fwd_kernel(const float* __restrict__ q, const float* __restrict__ k, const float* __restrict__ v,
-                         float* __restrict__ out, int H, int group, int KV, int T, int64_t pos0, float scale) {
+                         float* __restrict__ out, float* __restrict__ aux, int H, int group, int KV, int T, int64_t S,
+                         int64_t pos0, float scale, int64_t split_len) {
   constexpr int kPerLane = (D + 31) / 32;  // output dims owned by one lane
   __shared__ __align__(16) float q_s[D];
   __shared__ float m_s[kWarps], l_s[kWarps];
@@ -37,27 +63,44 @@ __global__ void __launch_bounds__(kWarps * 32)
 
   const int h = int(blockIdx.x % unsigned(H));
   const int t = T - 1 - int(blockIdx.x / unsigned(H));  // last query first: it has the most keys
+  const int split = int(blockIdx.y);
+  const int64_t b = blockIdx.z;
   const int kvh = h / group;
   const int warp = int(threadIdx.x) / 32, lane = int(threadIdx.x) % 32;
-  const int64_t n_keys = pos0 + t + 1;
   const int64_t row_stride = int64_t(KV) * D;  // floats between consecutive positions of k and v
+  const int64_t key_begin = int64_t(split) * split_len;
+  const int64_t n_keys = pos0 + t + 1;  // keys 0 .. pos0+t are visible
+  const int64_t key_end = n_keys < key_begin + split_len ? n_keys : key_begin + split_len;
+  const int64_t qo_index = ((b * T + t) * H + h);  // (b, t, h) row of q, out and lse
 
-  const float* qrow = q + (int64_t(t) * H + h) * D;
+  if constexpr (kMode == FWD_PARTIAL) {
+    if (key_begin >= key_end) {  // an early query's split past its last key: an empty partial (block-uniform)
+      const int64_t pi = (int64_t(split) * T + t) * H + h;
+      for (int d = int(threadIdx.x); d < D; d += kWarps * 32) out[pi * D + d] = 0.0f;
+      if (threadIdx.x == 0) {
+        aux[pi * 2] = -INFINITY;
+        aux[pi * 2 + 1] = 0.0f;
+      }
+      return;
+    }
+  }
+
+  const float* qrow = q + qo_index * D;
   for (int d = int(threadIdx.x); d < D; d += kWarps * 32) q_s[d] = qrow[d];
   __syncthreads();
 
-  const float* kbase = k + int64_t(kvh) * D;
-  const float* vbase = v + int64_t(kvh) * D;
+  const float* kbase = k + b * S * row_stride + int64_t(kvh) * D;
+  const float* vbase = v + b * S * row_stride + int64_t(kvh) * D;
   float m = -INFINITY, l = 0.0f;
   float o[kPerLane];
 #pragma unroll
   for (int i = 0; i < kPerLane; ++i) o[i] = 0.0f;
 
-  const int64_t n_chunks = (n_keys + 31) / 32;
+  const int64_t n_chunks = (key_end - key_begin + 31) / 32;
   for (int64_t c = warp; c < n_chunks; c += kWarps) {
-    const int64_t j0 = c * 32;
+    const int64_t j0 = key_begin + c * 32;
     const int64_t j = j0 + lane;
-    const bool live = j < n_keys;
+    const bool live = j < key_end;
     float s = -INFINITY;
     if (live) {
       const float4* kr = reinterpret_cast<const float4*>(kbase + j * row_stride);
@@ -89,7 +132,7 @@ __global__ void __launch_bounds__(kWarps * 32)
 #pragma unroll
     for (int i = 0; i < kPerLane; ++i) o[i] *= alpha;
     // Σ p_j v_j over the chunk's live keys only (a dead row may be NaN, and 0·NaN is NaN).
-    const int n_live = int(n_keys - j0 < 32 ? n_keys - j0 : 32);
+    const int n_live = int(key_end - j0 < 32 ? key_end - j0 : 32);
     for (int jj = 0; jj < n_live; ++jj) {
       const float pj = __shfl_sync(0xffffffffu, p, jj);
       const float* vr = vbase + (j0 + jj) * row_stride;
@@ -102,7 +145,7 @@ __global__ void __launch_bounds__(kWarps * 32)
   }
 
   // Merge the warps: M = max m_w, L = Σ l_w·exp(m_w - M), O = Σ o_w·exp(m_w - M). A warp with no chunk has
-  // m = -inf and contributes 0; warp 0 always has chunk 0, so M is finite.
+  // m = -inf and contributes 0; warp 0 always has the (non-empty) range's first chunk, so M is finite.
   if (lane == 0) {
     m_s[warp] = m;
     l_s[warp] = l;
@@ -122,31 +165,82 @@ __global__ void __launch_bounds__(kWarps * 32)
     wscale[w] = expf(m_s[w] - M);
     L += l_s[w] * wscale[w];
   }
-  const float inv = 1.0f / L;
-  float* orow = out + (int64_t(t) * H + h) * D;
-  for (int d = int(threadIdx.x); d < D; d += kWarps * 32) {
-    float acc = 0.0f;
+  if constexpr (kMode == FWD_PARTIAL) {
+    const int64_t pi = (int64_t(split) * T + t) * H + h;
+    for (int d = int(threadIdx.x); d < D; d += kWarps * 32) {
+      float acc = 0.0f;
 #pragma unroll
-    for (int w = 0; w < kWarps; ++w) acc += o_s[w][d] * wscale[w];
-    orow[d] = acc * inv;
+      for (int w = 0; w < kWarps; ++w) acc += o_s[w][d] * wscale[w];
+      out[pi * D + d] = acc;
+    }
+    if (threadIdx.x == 0) {
+      aux[pi * 2] = M;
+      aux[pi * 2 + 1] = L;
+    }
+  } else {
+    const float inv = 1.0f / L;
+    float* orow = out + qo_index * D;
+    for (int d = int(threadIdx.x); d < D; d += kWarps * 32) {
+      float acc = 0.0f;
+#pragma unroll
+      for (int w = 0; w < kWarps; ++w) acc += o_s[w][d] * wscale[w];
+      orow[d] = acc * inv;
+    }
+    if constexpr (kMode == FWD_OUT_LSE) {
+      if (threadIdx.x == 0) aux[qo_index] = M + logf(L);
+    }
   }
 }
 
-template <int D>
-void launch(const float* q, const float* k, const float* v, float* out, int64_t T, int64_t H, int64_t KV,
-            int64_t pos0, cudaStream_t stream) {
-  const float scale = 1.0f / sqrtf(float(D));
-  const unsigned blocks = unsigned(T * H);
-  attention_fwd_kernel<D><<<blocks, kWarps * 32, 0, stream>>>(q, k, v, out, int(H), int(H / KV), int(KV), int(T),
-                                                              pos0, scale);
+// out (TH, D) from the n_split partials part_o (n_split, TH, D), part_ml (n_split, TH, 2); one thread
+// per output element. Split 0 of every query is non-empty, so M is finite and empty splits weigh 0.
+__global__ void attention_combine_kernel(const float* __restrict__ part_o, const float* __restrict__ part_ml,
+                                         float* __restrict__ out, int64_t TH, int D, int n_split) {
+  const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i >= TH * D) return;
+  const int64_t row = i / D;
+  const int64_t d = i % D;
+  float M = -INFINITY;
+  for (int s = 0; s < n_split; ++s) M = fmaxf(M, part_ml[(s * TH + row) * 2]);
+  float L = 0.0f, acc = 0.0f;
+  for (int s = 0; s < n_split; ++s) {
+    const float w = expf(part_ml[(s * TH + row) * 2] - M);
+    L += part_ml[(s * TH + row) * 2 + 1] * w;
+    acc += part_o[(s * TH + row) * D + d] * w;
+  }
+  out[i] = acc * (1.0f / L);
+}
+
+struct SplitPlan {
+  int64_t n_split = 1;
+  int64_t split_len = 0;
+};
+
+// How to split the keys of an inference call (n_split == 1: don't). Depends only on T, H and pos0.
+SplitPlan plan_split(int64_t T, int64_t H, int64_t pos0) {
+  SplitPlan p;
+  const int64_t n_keys_max = pos0 + T, blocks = T * H;
+  p.split_len = n_keys_max;
+  if (T <= 0 || blocks >= kSplitMaxBlocks || n_keys_max < 2 * kSplitMinKeys) return p;
+  int64_t want = (kSplitTargetBlocks + blocks - 1) / blocks;
+  want = std::min(want, n_keys_max / kSplitMinKeys);  // every split keeps >= kSplitMinKeys keys
+  want = std::min(want, kSplitMax);
+  if (want < 2) return p;
+  const int64_t len = ((n_keys_max + want - 1) / want + 31) / 32 * 32;  // a whole number of 32-key chunks
+  p.split_len = len;
+  p.n_split = (n_keys_max + len - 1) / len;  // the last query's keys fill every split
+  if (p.n_split < 2) p = SplitPlan{1, n_keys_max};
+  return p;
+}
+
+size_t split_workspace_floats(const SplitPlan& p, int64_t T, int64_t H, int64_t D) {
+  return p.n_split < 2 ? 0 : size_t(p.n_split * T * H * (D + 2));
 }
 
 bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15u) == 0; }
 
-}  // namespace
-
-void cuda_attention_fwd(const float* q, const float* k, const float* v, float* out, int64_t T, int64_t H,
-                        int64_t KV, int64_t D, int64_t S, int64_t pos0, cudaStream_t stream) {
+void check_fwd_args(const float* q, const float* k, const float* v, float* out, int64_t T, int64_t H, int64_t KV,
+                    int64_t D, int64_t S, int64_t pos0) {
   // Precondition failures are bugs in the caller (the Ops layer checks shapes first): InternalError.
   if (!(D == 8 || D == 16 || D == 64 || D == 128))
     cuda_fail(cudaErrorInvalidValue, "cuda_attention_fwd: head dim D must be 8, 16, 64 or 128", __FILE__, __LINE__);
@@ -159,12 +253,129 @@ void cuda_attention_fwd(const float* q, const float* k, const float* v, float* o
   if (!q || !k || !v || !out || !aligned16(q) || !aligned16(k) || !aligned16(v) || !aligned16(out))
     cuda_fail(cudaErrorInvalidValue, "cuda_attention_fwd: q, k, v, out must be non-null and 16-byte aligned",
               __FILE__, __LINE__);
+}
+
+template <int D, int kMode>
+void launch_fwd(const float* q, const float* k, const float* v, float* out, float* aux, int64_t B, int64_t T,
+                int64_t H, int64_t KV, int64_t S, int64_t pos0, int64_t n_split, int64_t split_len,
+                cudaStream_t stream) {
+  const float scale = 1.0f / sqrtf(float(D));
+  const dim3 grid(unsigned(T * H), unsigned(n_split), unsigned(B));
+  attention_fwd_kernel<D, kMode><<<grid, kWarps * 32, 0, stream>>>(q, k, v, out, aux, int(H), int(H / KV), int(KV),
+                                                                   int(T), S, pos0, scale, split_len);
+}
+
+template <int kMode>
+void launch_fwd_d(int64_t D, const float* q, const float* k, const float* v, float* out, float* aux, int64_t B,
+                  int64_t T, int64_t H, int64_t KV, int64_t S, int64_t pos0, int64_t n_split, int64_t split_len,
+                  cudaStream_t stream) {
   switch (D) {
-    case 8: launch<8>(q, k, v, out, T, H, KV, pos0, stream); break;
-    case 16: launch<16>(q, k, v, out, T, H, KV, pos0, stream); break;
-    case 64: launch<64>(q, k, v, out, T, H, KV, pos0, stream); break;
-    default: launch<128>(q, k, v, out, T, H, KV, pos0, stream); break;
+    case 8: launch_fwd<8, kMode>(q, k, v, out, aux, B, T, H, KV, S, pos0, n_split, split_len, stream); break;
+    case 16: launch_fwd<16, kMode>(q, k, v, out, aux, B, T, H, KV, S, pos0, n_split, split_len, stream); break;
+    case 64: launch_fwd<64, kMode>(q, k, v, out, aux, B, T, H, KV, S, pos0, n_split, split_len, stream); break;
+    default: launch_fwd<128, kMode>(q, k, v, out, aux, B, T, H, KV, S, pos0, n_split, split_len, stream); break;
   }
+}
+
+// Queues the split path (partials into ws, then the combine), or the single pass when p.n_split == 1.
+void run_fwd(const float* q, const float* k, const float* v, float* out, int64_t T, int64_t H, int64_t KV,
+             int64_t D, int64_t S, int64_t pos0, const SplitPlan& p, float* ws, cudaStream_t stream) {
+  if (p.n_split < 2) {
+    launch_fwd_d<FWD_OUT>(D, q, k, v, out, nullptr, 1, T, H, KV, S, pos0, 1, pos0 + T, stream);
+    LORA_CUDA_CHECK(cudaGetLastError());
+    return;
+  }
+  float* part_o = ws;                                 // (n_split, T, H, D)
+  float* part_ml = ws + p.n_split * T * H * D;        // (n_split, T, H, 2)
+  launch_fwd_d<FWD_PARTIAL>(D, q, k, v, part_o, part_ml, 1, T, H, KV, S, pos0, p.n_split, p.split_len, stream);
+  LORA_CUDA_CHECK(cudaGetLastError());
+  const int64_t n = T * H * D;
+  constexpr int kThreads = 256;
+  attention_combine_kernel<<<unsigned((n + kThreads - 1) / kThreads), kThreads, 0, stream>>>(
+      part_o, part_ml, out, T * H, int(D), int(p.n_split));
+  LORA_CUDA_CHECK(cudaGetLastError());
+}
+
+// The workspace behind cuda_attention_fwd (see attention.h): one per device, grown stream-ordered on the
+// calling stream after waiting for the previous user (on any stream) through `done`. Never freed: the
+// process exit releases it (CUDA calls from static destructors are unsafe).
+struct FwdWorkspace {
+  float* p = nullptr;
+  size_t floats = 0;
+  cudaEvent_t done = nullptr;  // recorded after the last queued use
+};
+std::mutex g_ws_mutex;
+std::vector<FwdWorkspace> g_ws;  // indexed by device
+
+}  // namespace
+
+size_t cuda_attention_fwd_workspace_floats(int64_t T, int64_t H, int64_t D, int64_t pos0) {
+  if (T <= 0 || H <= 0 || D <= 0 || pos0 < 0) return 0;
+  return split_workspace_floats(plan_split(T, H, pos0), T, H, D);
+}
+
+void cuda_attention_fwd_ws(const float* q, const float* k, const float* v, float* out, int64_t T, int64_t H,
+                           int64_t KV, int64_t D, int64_t S, int64_t pos0, float* workspace, size_t workspace_floats,
+                           cudaStream_t stream) {
+  check_fwd_args(q, k, v, out, T, H, KV, D, S, pos0);
+  if (T == 0) return;
+  SplitPlan p = plan_split(T, H, pos0);
+  const size_t need = split_workspace_floats(p, T, H, D);
+  if (need == 0 || !workspace || workspace_floats < need || !aligned16(workspace)) p = SplitPlan{1, pos0 + T};
+  run_fwd(q, k, v, out, T, H, KV, D, S, pos0, p, workspace, stream);
+}
+
+void cuda_attention_fwd(const float* q, const float* k, const float* v, float* out, int64_t T, int64_t H,
+                        int64_t KV, int64_t D, int64_t S, int64_t pos0, cudaStream_t stream) {
+  check_fwd_args(q, k, v, out, T, H, KV, D, S, pos0);
+  if (T == 0) return;
+  const SplitPlan p = plan_split(T, H, pos0);
+  const size_t need = split_workspace_floats(p, T, H, D);
+  if (need == 0) {
+    run_fwd(q, k, v, out, T, H, KV, D, S, pos0, p, nullptr, stream);
+    return;
+  }
+  int device = 0;
+  LORA_CUDA_CHECK(cudaGetDevice(&device));
+  std::lock_guard<std::mutex> lock(g_ws_mutex);
+  if (size_t(device) >= g_ws.size()) g_ws.resize(size_t(device) + 1);
+  FwdWorkspace& ws = g_ws[size_t(device)];
+  if (!ws.done) LORA_CUDA_CHECK(cudaEventCreateWithFlags(&ws.done, cudaEventDisableTiming));
+  LORA_CUDA_CHECK(cudaStreamWaitEvent(stream, ws.done, 0));  // no-op before the first record
+  if (ws.floats < need) {
+    const size_t grow = std::max(need, ws.floats * 2);
+    if (ws.p) LORA_CUDA_CHECK(cudaFreeAsync(ws.p, stream));  // ordered after every previous user (the wait)
+    ws.p = nullptr;
+    ws.floats = 0;
+    LORA_CUDA_CHECK(cudaMallocAsync(reinterpret_cast<void**>(&ws.p), grow * sizeof(float), stream));
+    ws.floats = grow;
+  }
+  // Record `done` even when a launch fails, so that the next caller waits for what was queued.
+  try {
+    run_fwd(q, k, v, out, T, H, KV, D, S, pos0, p, ws.p, stream);
+  } catch (...) {
+    (void)cudaEventRecord(ws.done, stream);
+    throw;
+  }
+  LORA_CUDA_CHECK(cudaEventRecord(ws.done, stream));
+}
+
+void cuda_attention_train_fwd(const float* q, const float* k, const float* v, float* out, float* lse, int64_t B,
+                              int64_t T, int64_t H, int64_t KV, int64_t D, cudaStream_t stream) {
+  if (!(D == 8 || D == 16 || D == 64 || D == 128))
+    cuda_fail(cudaErrorInvalidValue, "cuda_attention_train_fwd: head dim D must be 8, 16, 64 or 128", __FILE__,
+              __LINE__);
+  if (!(B >= 0 && T >= 0 && H > 0 && KV > 0 && H % KV == 0))
+    cuda_fail(cudaErrorInvalidValue, "cuda_attention_train_fwd: need B >= 0, T >= 0, H % KV == 0", __FILE__,
+              __LINE__);
+  if (B > 65535 || T * H > int64_t(INT32_MAX) || T > int64_t(INT32_MAX) / (KV * D))
+    cuda_fail(cudaErrorInvalidValue, "cuda_attention_train_fwd: B, T·H or T·KV·D too large", __FILE__, __LINE__);
+  if (B == 0 || T == 0) return;
+  if (!q || !k || !v || !out || !lse || !aligned16(q) || !aligned16(k) || !aligned16(v) || !aligned16(out))
+    cuda_fail(cudaErrorInvalidValue,
+              "cuda_attention_train_fwd: q, k, v, out, lse must be non-null (q, k, v, out 16-byte aligned)", __FILE__,
+              __LINE__);
+  launch_fwd_d<FWD_OUT_LSE>(D, q, k, v, out, lse, B, T, H, KV, /*S=*/T, /*pos0=*/0, 1, T, stream);
   LORA_CUDA_CHECK(cudaGetLastError());
 }
 

@@ -19,7 +19,9 @@
 
 #include <algorithm>
 #include <string>
+#include <vector>
 
+#include "core/device_mem.h"
 #include "core/error.h"
 
 namespace lora {
@@ -37,13 +39,16 @@ LlamaSession::LlamaSession(const Model& m, Ops& ops, int64_t n_ctx, int64_t max_
              c.n_layers);
   LORA_CHECK(c.n_kv_heads > 0 && c.n_heads % c.n_kv_heads == 0, "bad head counts {} / {}", c.n_heads, c.n_kv_heads);
   if (n_ctx <= 0) n_ctx = c.max_pos;
-  cache_ = kv_cache_make(c, n_ctx);
+  const Device dev = ops.device();
+  LORA_CHECK(m.tok_embd.device == dev, "model weights are not on the backend's device");
+  cache_ = kv_cache_make(c, n_ctx, dev);
   rope_ = rope_table_make(c.head_dim, n_ctx, c.rope_theta, &c.rope_scaling);
   max_batch_ = std::clamp<int64_t>(max_batch, 1, n_ctx);
   const int64_t B = max_batch_;
   // x, xn, tmp (B, C); q, att (B, H*D); gate, up (B, F); pos (B); 64-byte padding per allocation.
   const int64_t floats = B * (3 * c.dim + 2 * c.q_dim() + 2 * c.ffn_dim);
-  scratch_ = Arena(size_t(floats + B) * 4 + 16 * 64);
+  scratch_ = Arena(size_t(floats + 2 * B) * 4 + 16 * 64, dev);
+  if (dev != DEVICE_CPU) logits_dev_ = tensor_alloc_on(dev, DTYPE_F32, {B, c.vocab});
 }
 
 void LlamaSession::forward(const int32_t* tokens, int64_t n, float* logits, bool all_logits) {
@@ -85,11 +90,19 @@ void LlamaSession::forward_chunk(const int32_t* tokens, int64_t n, float* logits
   Tensor gate = scratch_.alloc(DTYPE_F32, {n, F});    // (N, F)
   Tensor up = scratch_.alloc(DTYPE_F32, {n, F});      // (N, F)
   int32_t* pos = static_cast<int32_t*>(scratch_.alloc_bytes(size_t(n) * sizeof(int32_t)));
-  for (int64_t t = 0; t < n; ++t) pos[t] = int32_t(p0 + t);
+  int32_t* ids = static_cast<int32_t*>(scratch_.alloc_bytes(size_t(n) * sizeof(int32_t)));
+  {
+    token_ids_check(tokens, n, V);  // before anything is cached
+    std::vector<int32_t> host_pos(static_cast<size_t>(n));
+    for (int64_t t = 0; t < n; ++t) host_pos[size_t(t)] = int32_t(p0 + t);
+    const Device dev = ops_.device();
+    device_copy(pos, dev, host_pos.data(), DEVICE_CPU, size_t(n) * sizeof(int32_t));
+    device_copy(ids, dev, tokens, DEVICE_CPU, size_t(n) * sizeof(int32_t));
+  }
   Tensor q2 = q.reshape({n, H * D});
   Tensor att2 = att.reshape({n, H * D});
 
-  ops_.embedding_fwd(tokens, n, m_.tok_embd, x);  // validates the ids before anything is cached
+  ops_.embedding_fwd(ids, n, m_.tok_embd, x);
   for (int64_t l = 0; l < c.n_layers; ++l) {
     const LayerWeights& w = m_.layers[size_t(l)];
     Tensor k = cache_.k[size_t(l)].t.slice_rows(p0, p0 + n);  // (N, KV, D) rows of the cache
@@ -121,17 +134,14 @@ void LlamaSession::forward_chunk(const int32_t* tokens, int64_t n, float* logits
   cache_.pos = p0 + n;
 
   if (!logits) return;
-  if (all_logits) {
-    Tensor out = tensor_view(logits, DTYPE_F32, {n, V});  // (N, V)
-    ops_.rmsnorm_fwd(x, m_.out_norm, eps, xn);
-    ops_.linear_fwd(xn, m_.lm_head, nullptr, out);
-  } else {
-    Tensor x_last = x.slice_rows(n - 1, n);  // (1, C)
-    Tensor xn_last = xn.slice_rows(0, 1);
-    Tensor out = tensor_view(logits, DTYPE_F32, {1, V});  // (1, V)
-    ops_.rmsnorm_fwd(x_last, m_.out_norm, eps, xn_last);
-    ops_.linear_fwd(xn_last, m_.lm_head, nullptr, out);
-  }
+  const int64_t rows = all_logits ? n : 1;
+  // The head writes straight into the caller's buffer on the host, into staging on a GPU.
+  Tensor out = logits_dev_.t.defined() ? logits_dev_.t.slice_rows(0, rows) : tensor_view(logits, DTYPE_F32, {rows, V});
+  Tensor x_in = all_logits ? x : x.slice_rows(n - 1, n);  // (rows, C)
+  Tensor xn_out = xn.slice_rows(0, rows);
+  ops_.rmsnorm_fwd(x_in, m_.out_norm, eps, xn_out);
+  ops_.linear_fwd(xn_out, m_.lm_head, nullptr, out);
+  if (logits_dev_.t.defined()) device_copy(logits, DEVICE_CPU, out.data, out.device, size_t(rows * V) * sizeof(float));
 }
 
 }  // namespace lora

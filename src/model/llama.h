@@ -1,5 +1,7 @@
 // The Llama forward pass for inference: one readable per-layer loop over the op API, with a KV cache.
-// prefill: many tokens at once (GEMMs); decode: one token (matrix-vector products).
+// prefill: many tokens at once (GEMMs); decode: one token (matrix-vector products). The cache and
+// scratch live on the backend's device (Model weights must be there too: model_to_device); tokens
+// and logits cross to/from the host here.
 #pragma once
 #include <cstdint>
 #include <vector>
@@ -16,7 +18,7 @@ struct KVCache {
   int64_t pos = 0;  // positions filled
   std::vector<OwnedTensor> k, v;
 };
-KVCache kv_cache_make(const ModelConfig& cfg, int64_t n_ctx);
+KVCache kv_cache_make(const ModelConfig& cfg, int64_t n_ctx, Device dev = DEVICE_CPU);
 
 class LlamaSession {
  public:
@@ -41,6 +43,7 @@ class LlamaSession {
   RopeTable rope_;
   int64_t max_batch_;
   Arena scratch_;
+  OwnedTensor logits_dev_;  // (max_batch, V) staging for logits on a GPU backend (undefined on the CPU)
 };
 
 }  // namespace lora

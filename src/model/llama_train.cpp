@@ -18,8 +18,10 @@
 //        dxn = Σ linear_bwd(q, k, v); dx += rmsnorm_bwd(x_in, attn_norm, dxn)
 // The lowest LoRA block skips the input gradient (nothing below it trains).
 //
-// Memory: every buffer comes from one Arena planned in the constructor for (max_batch, max_len) by the
-// same layout() that carves it per step, so the plan and the use cannot drift.
+// Memory: every buffer comes from one Arena on the backend's device, planned in the constructor for
+// (max_batch, max_len) by the same layout() that carves it per step, so the plan and the use cannot
+// drift. The batch (host arrays) is checked on the host and copied in at the start of a step; the
+// per-row losses come back at the end (the step's only wait on a GPU).
 #include "model/llama_train.h"
 
 #include <algorithm>
@@ -29,6 +31,7 @@
 #include <vector>
 
 #include "core/arena.h"
+#include "core/device_mem.h"
 #include "core/error.h"
 
 namespace lora {
@@ -50,6 +53,11 @@ struct Carver {
   int32_t* i32(int64_t n) {
     bytes += size_t((n * 4 + 63) / 64 * 64);
     if (arena) return static_cast<int32_t*>(arena->alloc_bytes(size_t(n) * 4));
+    return nullptr;
+  }
+  float* f32_raw(int64_t n) {
+    bytes += size_t((n * 4 + 63) / 64 * 64);
+    if (arena) return static_cast<float*>(arena->alloc_bytes(size_t(n) * 4));
     return nullptr;
   }
 };
@@ -80,7 +88,12 @@ struct TrainSession::Impl {
 
   // Carved per step by layout().
   int64_t B = 0, T = 0, N = 0;
-  int32_t* pos = nullptr;  // (N)
+  int32_t* pos = nullptr;  // (N)  positions, inputs, targets, mask: the batch in backend memory
+  int32_t* inputs = nullptr;
+  int32_t* targets = nullptr;
+  float* mask = nullptr;
+  float* row_loss = nullptr;  // (N) per-row losses of the head
+  std::vector<float> row_loss_host;
   Tensor x, dx;            // (N, C) residual stream and its gradient
   Tensor tmp;              // (N, C) o_proj / down_proj output
   Tensor hbuf;             // (N, F) swiglu output (down_proj input)
@@ -112,7 +125,7 @@ struct TrainSession::Impl {
     Carver count_fwd;
     layout(count_fwd, o.max_batch, o.max_len, false);
     planned = std::max(count.bytes, count_fwd.bytes);
-    arena = Arena(planned);
+    arena = Arena(planned, ops.device());
   }
 
   int64_t trainable_layers() const { return m.cfg.n_layers - a.first_layer; }
@@ -160,6 +173,10 @@ struct TrainSession::Impl {
     T = t;
     N = b * t;
     pos = cv.i32(N);
+    inputs = cv.i32(N);
+    targets = cv.i32(N);
+    mask = cv.f32_raw(N);
+    row_loss = cv.f32_raw(N);
     x = cv.f32({N, C});
     tmp = cv.f32({N, C});
     hbuf = cv.f32({N, F});
@@ -193,7 +210,22 @@ struct TrainSession::Impl {
     arena.reset();
     Carver cv{&arena};
     layout(cv, bv.B, bv.T, train);
-    for (int64_t i = 0; i < N; ++i) pos[i] = int32_t(i % T);
+    const ModelConfig& c = m.cfg;
+    token_ids_check(bv.inputs, N, c.vocab);
+    for (int64_t i = 0; i < N; ++i)
+      if (bv.mask[i] != 0.0f && (bv.targets[i] < 0 || bv.targets[i] >= c.vocab))
+        fail_input("batch targets",
+                   "target id " + std::to_string(bv.targets[i]) + " is outside the vocabulary [0, " +
+                       std::to_string(c.vocab) + ")",
+                   "the data must be tokenized with this model's tokenizer");
+    std::vector<int32_t> host_pos(static_cast<size_t>(N));
+    for (int64_t i = 0; i < N; ++i) host_pos[size_t(i)] = int32_t(i % T);
+    const Device dev = ops.device();
+    const size_t n4 = size_t(N) * 4;
+    device_copy(pos, dev, host_pos.data(), DEVICE_CPU, n4);
+    device_copy(inputs, dev, bv.inputs, DEVICE_CPU, n4);
+    device_copy(targets, dev, bv.targets, DEVICE_CPU, n4);
+    device_copy(mask, dev, bv.mask, DEVICE_CPU, n4);
   }
 
   void set_operands(int64_t l, int64_t step, bool dropout_on) {
@@ -246,7 +278,7 @@ struct TrainSession::Impl {
     Tensor q2 = ba.q.reshape({N, c.q_dim()}), k2 = ba.k.reshape({N, c.kv_dim()}), v2 = ba.v.reshape({N, c.kv_dim()});
     Tensor att2 = ba.att.reshape({N, c.q_dim()});
     Tensor q3 = ba.q.reshape({N, c.n_heads, c.head_dim}), k3 = ba.k.reshape({N, c.n_kv_heads, c.head_dim});
-    std::memcpy(ba.x_in.data, x.data, size_t(x.nbytes()));
+    tensor_copy(ba.x_in, x);
     ops.rmsnorm_fwd(x, w.attn_norm, eps, ba.xn1);
     lin_fwd(l, LIN_Q, ba.xn1, q2, ba, save);
     lin_fwd(l, LIN_K, ba.xn1, k2, ba, save);
@@ -256,7 +288,7 @@ struct TrainSession::Impl {
     ops.attention_train_fwd(ba.q, ba.k, ba.v, ba.att, ba.lse);
     lin_fwd(l, LIN_O, att2, tmp, ba, save);
     ops.add_fwd(x, tmp);
-    std::memcpy(ba.x_mid.data, x.data, size_t(x.nbytes()));
+    tensor_copy(ba.x_mid, x);
     ops.rmsnorm_fwd(x, w.ffn_norm, eps, ba.xn2);
     lin_fwd(l, LIN_GATE, ba.xn2, ba.gate, ba, save);
     lin_fwd(l, LIN_UP, ba.xn2, ba.up, ba, save);
@@ -297,14 +329,15 @@ struct TrainSession::Impl {
   // Embedding and every block forward. train: trainable blocks save their activations.
   void forward_blocks(const TrainBatchView& bv, bool train, int64_t step) {
     const ModelConfig& c = m.cfg;
-    ops.embedding_fwd(bv.inputs, N, m.tok_embd, x);
+    (void)bv;
+    ops.embedding_fwd(inputs, N, m.tok_embd, x);
     for (int64_t l = 0; l < c.n_layers; ++l) {
       const bool trainable = l >= a.first_layer;
       set_operands(l, step, train);
       if (train && trainable) {
         BlockAct& s = saved[size_t(l - a.first_layer)];
         if (o.grad_checkpoint) {
-          std::memcpy(s.x_in.data, x.data, size_t(x.nbytes()));
+          tensor_copy(s.x_in, x);
           block_fwd(l, work, false);
         } else {
           block_fwd(l, s, true);
@@ -333,28 +366,36 @@ struct TrainSession::Impl {
       Tensor xc = xf.slice_rows(r0, r1);
       Tensor lg = logits.slice_rows(0, r1 - r0);
       ops.linear_fwd(xc, m.lm_head, nullptr, lg);
-      res.loss_sum += ops.xent_fwd_bwd(lg, bv.targets + r0, bv.mask + r0, dscale, train);
+      ops.xent_fwd_bwd(lg, targets + r0, mask + r0, dscale, train, row_loss + r0);
       if (train) {
         Tensor dxc = dxf.slice_rows(r0, r1);
         ops.linear_bwd(xc, m.lm_head, lg, &dxc, false, nullptr, nullptr, nullptr, nullptr);
       }
     }
-    if (!train) return res;
+    if (!train) return finish(res);
 
-    std::memset(dx.data, 0, size_t(dx.nbytes()));
+    tensor_zero(dx);
     ops.rmsnorm_bwd(x, m.out_norm, eps, dxf, dx, nullptr);
     for (int64_t l = c.n_layers - 1; l >= a.first_layer; --l) {
       set_operands(l, step, true);
       BlockAct& s = saved[size_t(l - a.first_layer)];
       const bool bottom = l == a.first_layer;
       if (o.grad_checkpoint) {
-        std::memcpy(x.data, s.x_in.data, size_t(x.nbytes()));
+        tensor_copy(x, s.x_in);
         block_fwd(l, work, true);
         block_bwd(l, work, bottom);
       } else {
         block_bwd(l, s, bottom);
       }
     }
+    return finish(res);
+  }
+
+  // Reads the per-row losses back (waiting for the step on a GPU) and sums them in double.
+  LossResult finish(LossResult res) {
+    row_loss_host.resize(size_t(N));
+    device_copy(row_loss_host.data(), DEVICE_CPU, row_loss, ops.device(), size_t(N) * sizeof(float));
+    for (float r : row_loss_host) res.loss_sum += double(r);
     return res;
   }
 };
@@ -376,8 +417,14 @@ void TrainSession::logits(const TrainBatchView& b, float* out) {
   s.forward_blocks(b, false, 0);
   const ModelConfig& c = s.m.cfg;
   s.ops.rmsnorm_fwd(s.x, s.m.out_norm, float(c.rms_eps), s.xf);
-  Tensor lg = tensor_view(out, DTYPE_F32, {s.N, c.vocab});
-  s.ops.linear_fwd(s.xf, s.m.lm_head, nullptr, lg);
+  if (s.ops.device() == DEVICE_CPU) {
+    Tensor lg = tensor_view(out, DTYPE_F32, {s.N, c.vocab});
+    s.ops.linear_fwd(s.xf, s.m.lm_head, nullptr, lg);
+    return;
+  }
+  OwnedTensor lg = tensor_alloc_on(s.ops.device(), DTYPE_F32, {s.N, c.vocab});  // tests only: not planned
+  s.ops.linear_fwd(s.xf, s.m.lm_head, nullptr, lg.t);
+  device_copy(out, DEVICE_CPU, lg.t.data, lg.t.device, size_t(lg.t.nbytes()));
 }
 
 size_t TrainSession::planned_bytes() const { return impl_->planned; }

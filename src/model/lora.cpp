@@ -4,10 +4,12 @@
 #include "model/lora.h"
 
 #include <cmath>
+#include <map>
 #include <cstring>
 #include <fmt/format.h>
 #include <vector>
 
+#include "core/device_mem.h"
 #include "core/error.h"
 #include "core/rng.h"
 
@@ -130,7 +132,40 @@ int64_t Adapter::n_trainable() const {
 }
 
 void Adapter::zero_grad() {
-  for (auto& p : params) std::memset(p.grad.t.data, 0, size_t(p.grad.t.nbytes()));
+  for (auto& p : params) tensor_zero(p.grad.t);
+}
+
+void adapter_to_device(Adapter& a, Device dev) {
+  if (a.params.empty() || a.params[0].value.t.device == dev) return;
+  // Old data pointer -> new tensor, for every value and grad, so the views can be re-pointed.
+  std::map<const void*, Tensor> moved;
+  auto move = [&](OwnedTensor& o) {
+    OwnedTensor n;
+    n.buf = device_alloc(dev, size_t(o.t.nbytes()));
+    n.t = o.t;
+    n.t.data = n.buf.get();
+    n.t.device = dev;
+    tensor_copy(n.t, o.t);
+    moved[o.t.data] = n.t;
+    o = std::move(n);
+  };
+  for (TrainParam& p : a.params) {
+    move(p.value);
+    move(p.grad);
+  }
+  auto repoint = [&](Tensor& t) {
+    if (!t.defined()) return;
+    auto it = moved.find(t.data);
+    LORA_CHECK(it != moved.end(), "adapter view {} does not point into a param", t.shape_str());
+    t = it->second;
+  };
+  for (auto& ll : a.storage)
+    for (Tensor* t : {&ll->a, &ll->b, &ll->m, &ll->da, &ll->db, &ll->dm}) repoint(*t);
+  for (auto* set : {&a.full, &a.full_grad})
+    for (LayerWeights& w : *set)
+      for (Tensor* t : {&w.attn_norm, &w.wq, &w.wk, &w.wv, &w.wo, &w.bq, &w.bk, &w.bv, &w.ffn_norm, &w.w_gate,
+                        &w.w_up, &w.w_down})
+        repoint(*t);
 }
 
 Adapter adapter_create(const Model& m, const LoraConfig& cfg, uint64_t seed) {

@@ -78,6 +78,10 @@ struct Adapter {
 // for a key the model lacks, rank < 1, num_layers out of range.
 Adapter adapter_create(const Model& m, const LoraConfig& cfg, uint64_t seed);
 
+// Moves every trainable (values and grads) to `dev` (core/device_mem.h), re-pointing the LoRA views
+// and full fine-tuning's weight copies. Saving and loading (train/adapter_io) read them back as needed.
+void adapter_to_device(Adapter& a, Device dev);
+
 // The model as the forward pass sees it with full fine-tuning: the unfrozen blocks' weights replaced
 // by the adapter's fp32 copies (a shallow copy of the rest). For LoRA/DoRA it returns m unchanged.
 Model adapter_effective_model(const Model& m, const Adapter& a);

@@ -48,6 +48,10 @@ struct ModelLoadOptions {
 // naming the file and the tensor/field, with a hint.
 Model model_load(const std::string& path, const ModelLoadOptions& opts = {});
 
+// A copy of m's weights on `dev` (model_device.cpp): linear weights and embeddings as weight_type
+// (BF16 for CUDA), norms and biases F32. dev == DEVICE_CPU returns m itself (a shallow copy).
+Model model_to_device(const Model& m, Device dev, DType weight_type);
+
 // The HF tensor name for a weight, e.g. "model.layers.3.self_attn.q_proj.weight".
 std::string model_hf_name(int layer, const std::string& leaf);
 

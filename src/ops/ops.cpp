@@ -3,6 +3,8 @@
 // inv_freq, "linear" scaling (inv_freq / factor) and Llama 3 scaling (_compute_llama3_parameters).
 // Angles are formed in f32 as HF does (pos * inv_freq in float32), then cos/sin are taken in double.
 #include <cmath>
+#include <string>
+#include <vector>
 
 #include "core/error.h"
 #include "ops/ops.h"
@@ -60,6 +62,29 @@ RopeTable rope_table_make(int64_t head_dim, int64_t max_pos, double theta, const
     }
   }
   return t;
+}
+
+}  // namespace lora
+
+namespace lora {
+
+void token_ids_check(const int32_t* ids, int64_t n, int64_t V) {
+  for (int64_t i = 0; i < n; ++i)
+    if (ids[i] < 0 || ids[i] >= V)
+      fail_input("token ids",
+                 "token id " + std::to_string(ids[i]) + " at index " + std::to_string(i) +
+                     " is outside the vocabulary [0, " + std::to_string(V) + ")",
+                 "token ids must come from this model's tokenizer");
+}
+
+double Ops::xent_fwd_bwd(Tensor& logits, const int32_t* targets, const float* mask, float dscale, bool grad) {
+  LORA_CHECK(device() == DEVICE_CPU, "the summing xent_fwd_bwd is for host backends");
+  const int64_t V = logits.dim(-1), n = V ? logits.numel() / V : 0;
+  std::vector<float> rows(static_cast<size_t>(n));
+  xent_fwd_bwd(logits, targets, mask, dscale, grad, rows.data());
+  double total = 0;
+  for (float r : rows) total += double(r);
+  return total;
 }
 
 }  // namespace lora

@@ -9,7 +9,14 @@
 //
 // Dimension letters: N rows (tokens in flight, = B*T), C model width, F FFN width, H query heads,
 // KV key/value heads, D head dim, S cached positions, V vocabulary.
-// All activations are contiguous F32 on the CPU backend. Weights may be F32, BF16 or F16.
+// All activations are contiguous F32 (both backends, for now). Weights may be F32, BF16 or F16.
+//
+// Memory: every Tensor and every raw pointer an op takes (token ids, positions, targets, masks,
+// per-row losses) lives in the backend's memory (Ops::device()): host memory for the CPU backends,
+// device memory for CUDA. The model stages host inputs with core/device_mem.h (an Arena on
+// ops.device() and device_copy), and validates user input (ids, targets) on the host before that,
+// because device kernels cannot throw. Ops are queued in order; sync() waits for them (needed only
+// before the host reads device memory some other way than device_copy).
 #pragma once
 #include <cstdint>
 #include <string>
@@ -69,6 +76,23 @@ inline bool lora_dropout_keep(const LoraOperand& lo, int64_t i) {
   return u >= lo.dropout;
 }
 
+// One parameter tensor with its gradient and state, for Ops::optimizer_update.
+struct OptimizerSlot {
+  Tensor w, g;  // value (updated in place) and gradient, f32, same size
+  Tensor m, v;  // adam: first/second moments; sgd with momentum: v; undefined when unused
+};
+
+// The per-step scalars of the update rules, computed once on the host exactly as MLX does (fp32):
+//   ADAM / ADAMW: w' = w (·decay for ADAMW); m = b1·m + omb1·g; v = b2·v + omb2·g²;
+//                 w = w' - (lr·m) / (sqrt(v) + eps), or with bias_correction w' - (c1·m) / (sqrt(v)·c2 + eps)
+//   SGD: g' = g + wd·w (when wd != 0); no momentum: w -= lr·g'; else v = mom·v + (dampening ? damp·g' : g'),
+//        w -= lr·(nesterov ? g' + mom·v : v)
+struct OptimizerStep {
+  enum Rule { RULE_ADAM, RULE_ADAMW, RULE_SGD } rule = RULE_ADAM;
+  float lr = 0, b1 = 0, b2 = 0, omb1 = 0, omb2 = 0, eps = 0, c1 = 0, c2 = 0, decay = 1, wd = 0, mom = 0, damp = 1;
+  bool bias_correction = false, nesterov = false, dampening = false;
+};
+
 class Ops {
  public:
   virtual ~Ops() = default;
@@ -117,11 +141,27 @@ class Ops {
   //   lo->da, db, dm += the adapter's gradients (lo and saved non-null).
   virtual void linear_bwd(const Tensor& x, const Tensor& w, const Tensor& dy, Tensor* dx, bool dx_accumulate,
                           Tensor* dw, Tensor* dbias, const LoraOperand* lo, const LoraSaved* saved) = 0;
-  // Softmax cross-entropy fused with its gradient, for one chunk of rows: logits (N, V) f32. Returns
-  // Σ_rows mask · (logsumexp(logits) - logits[target]) (in double). When grad, logits is overwritten by
-  // dlogits = (softmax - onehot(target)) · mask · dscale. Targets outside [0, V) -> lora::Error.
-  virtual double xent_fwd_bwd(Tensor& logits, const int32_t* targets, const float* mask, float dscale, bool grad) = 0;
+  // Softmax cross-entropy fused with its gradient, for one chunk of rows: logits (N, V) f32.
+  // row_loss (N) receives mask · (logsumexp(logits) - logits[target]) per row (computed in at least f32
+  // with a max-subtracted sum; the caller sums the rows in double). When grad, logits is overwritten by
+  // dlogits = (softmax - onehot(target)) · mask · dscale. Targets outside [0, V): lora::Error on the CPU
+  // backends; the model checks them on the host first (see "Memory" above).
+  virtual void xent_fwd_bwd(Tensor& logits, const int32_t* targets, const float* mask, float dscale, bool grad,
+                            float* row_loss) = 0;
+  // Host backends only: the same, returning Σ row_loss in double (tests and tools).
+  double xent_fwd_bwd(Tensor& logits, const int32_t* targets, const float* mask, float dscale, bool grad);
+
+  // One optimizer update of n slots (train/optimizer.h computes the scalars; MLX's fp32 order of
+  // operations, see OptimizerStep). Every tensor is f32 on this backend; m/v undefined where the rule
+  // does not use them.
+  virtual void optimizer_update(const OptimizerSlot* slots, int64_t n, const OptimizerStep& s) = 0;
+
+  // Waits for every queued op (no-op on the CPU).
+  virtual void sync() {}
 };
+
+// lora::Error naming the first id outside [0, V) (user input: a prompt or a dataset).
+void token_ids_check(const int32_t* ids, int64_t n, int64_t V);
 
 RopeTable rope_table_make(int64_t head_dim, int64_t max_pos, double theta, const RopeScaling* scaling);
 

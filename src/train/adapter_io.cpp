@@ -11,6 +11,7 @@
 #include <nlohmann/json.hpp>
 #include <set>
 
+#include "core/device_mem.h"
 #include "core/error.h"
 #include "core/log.h"
 #include "io/mapped_file.h"
@@ -44,11 +45,18 @@ void make_dirs(const std::string& dir) {
 
 void adapter_save_weights(const std::string& path, const Adapter& a) {
   std::vector<SafeTensorWrite> w;
+  std::vector<OwnedTensor> host;  // params on a GPU are read back first
   w.reserve(a.params.size());
+  host.reserve(a.params.size());
   for (const TrainParam& p : a.params) {
     const Tensor& t = p.value.t;
     LORA_CHECK(t.dtype == DTYPE_F32 && t.is_contiguous(), "trainable {} must be contiguous fp32", p.name);
-    w.push_back({p.name, DTYPE_F32, std::vector<int64_t>(t.shape.begin(), t.shape.begin() + t.ndim), t.data});
+    const void* data = t.data;
+    if (t.device != DEVICE_CPU) {
+      host.push_back(tensor_to_host(t));
+      data = host.back().t.data;
+    }
+    w.push_back({p.name, DTYPE_F32, std::vector<int64_t>(t.shape.begin(), t.shape.begin() + t.ndim), data});
   }
   safetensors_write(path, w, {{"format", "mlx"}});
 }
@@ -79,7 +87,13 @@ void adapter_load_weights(const std::string& path, Adapter& a, bool require_all)
       fail_input(path + ": " + name, fmt::format("has shape {}, the model needs {}", shape_of(info.shape), shape_of(want)), hint);
     if (info.dtype != DTYPE_F32 && info.dtype != DTYPE_F16 && info.dtype != DTYPE_BF16)
       fail_input(path + ": " + name, std::string("has dtype ") + dtype_name(info.dtype) + ", expected F32", "adapters are stored as F32 (F16/BF16 also read)");
-    dtype_convert_to_f32(info.dtype, info.data, t.f32(), t.numel());
+    if (t.device == DEVICE_CPU) {
+      dtype_convert_to_f32(info.dtype, info.data, t.f32(), t.numel());
+    } else {
+      std::vector<float> h(size_t(t.numel()));
+      dtype_convert_to_f32(info.dtype, info.data, h.data(), t.numel());
+      device_copy(t.data, t.device, h.data(), DEVICE_CPU, h.size() * sizeof(float));
+    }
     seen.insert(name);
   }
   std::vector<std::string> missing;
@@ -185,8 +199,13 @@ Adapter adapter_load(const std::string& dir_or_file, const Model& m) {
 void train_state_save(const std::string& dir, const TrainState& s, Optimizer& opt) {
   const std::string stem = path_join(dir, fmt::format("{:07d}_state", s.iteration));
   std::vector<SafeTensorWrite> w;
-  for (const OptimizerStateTensor& t : opt.state_tensors())
-    w.push_back({t.name, DTYPE_F32, {int64_t(t.data->size())}, t.data->data()});
+  std::vector<std::vector<float>> host;  // device state read back first
+  const auto state = opt.state_tensors();
+  host.reserve(state.size());
+  for (const OptimizerStateTensor& t : state) {
+    host.push_back(tensor_read_f32(t.t));
+    w.push_back({t.name, DTYPE_F32, {t.t.numel()}, host.back().data()});
+  }
   safetensors_write(stem + ".safetensors", w, {{"format", "lora.cpp-train-state"}, {"version", std::to_string(kTrainStateVersion)}});
   json j = {{"version", kTrainStateVersion},
             {"iteration", s.iteration},
@@ -264,9 +283,9 @@ TrainState train_state_load(const std::string& dir, int64_t iter, Optimizer& opt
   for (const OptimizerStateTensor& t : tensors) {
     const SafeTensorInfo* info = f->find(t.name);
     if (!info) fail_input(spath + ": " + t.name, "is missing", "resume with the same settings as the run that wrote it");
-    if (info->dtype != DTYPE_F32 || info->numel() != int64_t(t.data->size()))
-      fail_input(spath + ": " + t.name, fmt::format("has {} {} values, expected {} F32", info->numel(), dtype_name(info->dtype), t.data->size()), hint);
-    std::memcpy(t.data->data(), info->data, t.data->size() * sizeof(float));
+    if (info->dtype != DTYPE_F32 || info->numel() != t.t.numel())
+      fail_input(spath + ": " + t.name, fmt::format("has {} {} values, expected {} F32", info->numel(), dtype_name(info->dtype), t.t.numel()), hint);
+    device_copy(t.t.data, t.t.device, info->data, DEVICE_CPU, size_t(t.t.numel()) * sizeof(float));
   }
   opt.set_step(s.optimizer_step);
   return s;

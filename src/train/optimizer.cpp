@@ -3,7 +3,9 @@
 
 #include <cmath>
 
+#include "core/device_mem.h"
 #include "core/error.h"
+#include "cpu/cpu_ops.h"
 
 namespace lora {
 
@@ -34,71 +36,60 @@ Optimizer::Optimizer(const OptimizerConfig& cfg, const Adapter& a) : cfg_(cfg) {
   const bool sgd_v = cfg.kind == OPT_SGD && cfg.momentum > 0;
   for (const TrainParam& p : a.params) {
     names_.push_back(p.name);
-    const size_t n = size_t(p.value.t.numel());
-    m_.emplace_back(adam ? n : 0, 0.0f);
-    v_.emplace_back(adam || sgd_v ? n : 0, 0.0f);
+    const Device dev = p.value.t.device;
+    const int64_t n = p.value.t.numel();
+    auto slot = [&](bool used) {
+      OwnedTensor o;
+      if (!used) return o;
+      o = tensor_alloc_on(dev, DTYPE_F32, {n});
+      tensor_zero(o.t);
+      return o;
+    };
+    m_.push_back(slot(adam));
+    v_.push_back(slot(adam || sgd_v));
   }
 }
 
-void Optimizer::update(Adapter& a, float lr) {
+void Optimizer::update(Adapter& a, float lr, Ops& ops) {
   LORA_CHECK(a.params.size() == m_.size(), "optimizer built for {} params, adapter has {}", m_.size(), a.params.size());
   ++step_;
+  OptimizerStep s;
+  s.rule = cfg_.kind == OPT_SGD ? OptimizerStep::RULE_SGD
+                                : (cfg_.kind == OPT_ADAMW ? OptimizerStep::RULE_ADAMW : OptimizerStep::RULE_ADAM);
+  s.lr = lr;
   // Python floats become fp32 scalars in MLX; (1 - b) is computed in double first.
-  const float b1 = float(cfg_.beta1), b2 = float(cfg_.beta2), eps = float(cfg_.eps);
-  const float omb1 = float(1.0 - cfg_.beta1), omb2 = float(1.0 - cfg_.beta2);
-  const float wd = float(cfg_.weight_decay);
+  s.b1 = float(cfg_.beta1);
+  s.b2 = float(cfg_.beta2);
+  s.eps = float(cfg_.eps);
+  s.omb1 = float(1.0 - cfg_.beta1);
+  s.omb2 = float(1.0 - cfg_.beta2);
+  s.wd = float(cfg_.weight_decay);
   // Bias correction (off by default, as MLX): c1 = lr / (1 - b1^t), c2 = rsqrt(1 - b2^t).
-  const float c1 = float(lr / (1.0f - std::pow(b1, float(step_))));
-  const float c2 = 1.0f / std::sqrt(1.0f - std::pow(b2, float(step_)));
-  const float decay = 1.0f - lr * wd;  // adamw: parameter * (1 - lr·wd)
-  const float mom = float(cfg_.momentum), damp = float(1.0 - cfg_.dampening);
+  s.c1 = float(lr / (1.0f - std::pow(s.b1, float(step_))));
+  s.c2 = 1.0f / std::sqrt(1.0f - std::pow(s.b2, float(step_)));
+  s.decay = 1.0f - lr * s.wd;  // adamw: parameter * (1 - lr·wd)
+  s.mom = float(cfg_.momentum);
+  s.damp = float(1.0 - cfg_.dampening);
+  s.dampening = cfg_.dampening > 0;
+  s.bias_correction = cfg_.bias_correction;
+  s.nesterov = cfg_.nesterov;
+  slots_.resize(a.params.size());
   for (size_t i = 0; i < a.params.size(); ++i) {
     TrainParam& p = a.params[i];
-    float* w = p.value.t.f32();
-    const float* g = p.grad.t.f32();
-    const int64_t n = p.value.t.numel();
-    LORA_CHECK(p.grad.t.numel() == n, "grad of {} has the wrong size", p.name);
-    if (cfg_.kind == OPT_SGD) {
-      float* v = v_[i].data();
-      const bool use_m = mom > 0;
-      for (int64_t j = 0; j < n; ++j) {
-        float gj = g[j];
-        if (wd != 0) gj = gj + wd * w[j];
-        if (!use_m) {
-          w[j] = w[j] - lr * gj;
-          continue;
-        }
-        float vj = mom * v[j];
-        vj += cfg_.dampening > 0 ? damp * gj : gj;
-        v[j] = vj;
-        const float upd = cfg_.nesterov ? gj + mom * vj : vj;
-        w[j] = w[j] - lr * upd;
-      }
-      continue;
-    }
-    float* m = m_[i].data();
-    float* v = v_[i].data();
-    for (int64_t j = 0; j < n; ++j) {
-      float wj = w[j];
-      if (cfg_.kind == OPT_ADAMW) wj = wj * decay;
-      const float gj = g[j];
-      const float mj = b1 * m[j] + omb1 * gj;
-      const float vj = b2 * v[j] + omb2 * (gj * gj);
-      m[j] = mj;
-      v[j] = vj;
-      if (cfg_.bias_correction)
-        w[j] = wj - (c1 * mj) / (std::sqrt(vj) * c2 + eps);
-      else
-        w[j] = wj - (lr * mj) / (std::sqrt(vj) + eps);
-    }
+    LORA_CHECK(p.grad.t.numel() == p.value.t.numel(), "grad of {} has the wrong size", p.name);
+    LORA_CHECK(p.value.t.device == ops.device(), "param {} is not on the optimizer's backend", p.name);
+    slots_[i] = OptimizerSlot{p.value.t, p.grad.t, m_[i].t, v_[i].t};
   }
+  ops.optimizer_update(slots_.data(), int64_t(slots_.size()), s);
 }
+
+void Optimizer::update(Adapter& a, float lr) { update(a, lr, cpu_ops()); }
 
 std::vector<OptimizerStateTensor> Optimizer::state_tensors() {
   std::vector<OptimizerStateTensor> out;
   for (size_t i = 0; i < names_.size(); ++i) {
-    if (!m_[i].empty()) out.push_back({"m." + names_[i], &m_[i]});
-    if (!v_[i].empty()) out.push_back({"v." + names_[i], &v_[i]});
+    if (m_[i].t.defined()) out.push_back({"m." + names_[i], m_[i].t});
+    if (v_[i].t.defined()) out.push_back({"v." + names_[i], v_[i].t});
   }
   return out;
 }

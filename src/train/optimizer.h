@@ -6,13 +6,16 @@
 //   sgd    g += wd·w; without momentum w -= lr·g; with momentum v = mu·v + (1-dampening)·g,
 //          update = nesterov ? g + mu·v : v; w -= lr·update  (defaults: momentum 0, wd 0)
 // All arithmetic is fp32 in MLX's operation order. The state (m, v per tensor and the step count) is
-// fp32 and can be exported as named tensors for a checkpoint.
+// fp32, lives on the device of the adapter's params, and can be exported as named tensors for a
+// checkpoint. The element-wise update itself is the backend's Ops::optimizer_update (one launch for
+// every tensor on CUDA); this class computes its scalars.
 #pragma once
 #include <cstdint>
 #include <string>
 #include <vector>
 
 #include "model/lora.h"
+#include "ops/ops.h"
 
 namespace lora {
 
@@ -31,10 +34,10 @@ struct OptimizerConfig {
 // MLX's defaults for a kind (adamw's weight decay 0.01, the others 0).
 OptimizerConfig optimizer_defaults(OptimizerKind k);
 
-// A flat fp32 tensor of state, named for the checkpoint.
+// A flat fp32 tensor of state (on the params' device), named for the checkpoint.
 struct OptimizerStateTensor {
   std::string name;  // "m.<param name>", "v.<param name>"
-  std::vector<float>* data;
+  Tensor t;
 };
 
 class Optimizer {
@@ -43,7 +46,9 @@ class Optimizer {
   Optimizer(const OptimizerConfig& cfg, const Adapter& a);
 
   // One update of every param of `a` from its grad with learning rate `lr` (MLX casts the learning
-  // rate to the gradient's dtype, so it arrives here as a float).
+  // rate to the gradient's dtype, so it arrives here as a float), through ops (the params' backend).
+  void update(Adapter& a, float lr, Ops& ops);
+  // The same on the host (params on the CPU; the CPU backend's update).
   void update(Adapter& a, float lr);
 
   int64_t step() const { return step_; }  // number of updates applied
@@ -57,7 +62,8 @@ class Optimizer {
   OptimizerConfig cfg_;
   int64_t step_ = 0;
   std::vector<std::string> names_;
-  std::vector<std::vector<float>> m_, v_;
+  std::vector<OwnedTensor> m_, v_;  // undefined tensors where the kind keeps no state
+  std::vector<OptimizerSlot> slots_;  // rebuilt per update (no allocation after the first)
 };
 
 }  // namespace lora

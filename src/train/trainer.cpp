@@ -224,7 +224,7 @@ TrainSummary train_run(const Model& m, Adapter& a, Ops& ops, const std::vector<E
       it_tokens += r.n_targets;
     }
     const float lr = schedule_value(o.schedule, opt.step());
-    opt.update(a, lr);
+    opt.update(a, lr, ops);
     train_time += step_timer.seconds();
     losses += it_loss;
     n_tokens += it_tokens;

@@ -88,7 +88,7 @@ TEST(Optimizer, StateTensorsPerKind) {
   ASSERT_EQ(st.size(), 2u);
   EXPECT_EQ(st[0].name, "m.x");
   EXPECT_EQ(st[1].name, "v.x");
-  EXPECT_EQ(st[0].data->size(), 6u);
+  EXPECT_EQ(st[0].t.numel(), 6);
   Optimizer sgd(optimizer_defaults(OPT_SGD), a);
   EXPECT_TRUE(sgd.state_tensors().empty());  // plain SGD keeps no state
   OptimizerConfig mom = optimizer_defaults(OPT_SGD);
