@@ -52,4 +52,16 @@ inline constexpr double kCudaAttention = 1e-5;  // f32 dots of <= 128 terms, onl
 inline constexpr double kCudaRmsnorm = 1e-6;      // |got - want| <= tol·(1+|want|); f32 block sums of <= 2049 squares (measured 1.5e-7, H200)
 inline constexpr double kCudaRmsnormBwd = 1e-5;   // |got - want| <= tol·max|want| (dx, dw); f32 row and column sums (measured 3.2e-6 dx, 6.1e-7 dw, H200)
 inline constexpr double kCudaElementwise = 2e-6;  // rope fwd/bwd, swiglu fwd/bwd: tol·(1+|want|); a few f32 roundings (measured 4.1e-7, H200)
+// CUDA training kernels (test_cuda_train_kernels) vs host oracles on the same inputs. Not yet measured on a GPU:
+// the "emulated" numbers replay the kernels' f32/double operation order on the host.
+inline constexpr double kCudaXentLoss = 1e-6;        // row_loss vs double: tol·(1+|want|); f32 exps summed in double, loss rounded to f32 (emulated 5.3e-8)
+inline constexpr double kCudaXentGrad = 1e-5;        // dlogits vs double: tol·|mask·dscale|; float(lse) rounding, <= |lse|·2^-24 ≈ 4e-6 at |lse| ≈ 110 (emulated 3.3e-6)
+inline constexpr double kCudaOptimizerVsCpu = 1e-6;  // 3 steps vs lora::Optimizer (FMA-contracted host loop): tol·(1+|x|) for w, m, v (measured 1.5e-7 for the kernel's formula on the host)
+inline constexpr double kCudaDoraDenom = 1e-5;       // DoRA row norm vs double: tol·||(|W| + |s|·Σ|A·B|)||; f32 rank-r dots, r <= 2048 (emulated 5e-8)
+inline constexpr double kCudaColSum = 0x1p-22;       // dm / col_sum_acc vs the CPU's double sums: tol·(|acc0| + Σ|terms|); two f32 roundings
+// CUDA training attention (test_cuda_attention_train) vs the double reference on the same f32 inputs (q, k in
+// [-2, 2], v, dout in [-1, 1]). Forward: out |Δ| <= tol (absolute, out is a convex combination of |v| <= 1),
+// lse |Δ| <= tol·(1+|lse|). Backward: |Δ| <= tol·max|want| per tensor (dq, dk, dv).
+inline constexpr double kCudaAttnTrainFwd = 1e-5;  // the inference kernel (see kCudaAttention) plus m + logf(l)
+inline constexpr double kCudaAttnBwd = 1e-4;       // PROVISIONAL
 }  // namespace lora::tol

@@ -1,7 +1,7 @@
 // `lora train`: mlx_lm.lora --train's flags and defaults (v0.28.1), resolved as mlx-lm does: defaults,
 // then a YAML config (-c), then the flags actually given (CLI11's count(), so a flag set to its
 // default still overrides the YAML). Plus ours: --lora-rank/--lora-scale/--lora-alpha/--lora-dropout/
-// --lora-keys, --lr-schedule/--warmup, --grad-accumulation-steps, --epochs, --resume, --threads.
+// --lora-keys, --lr-schedule/--warmup, --grad-accumulation-steps, --epochs, --resume, --threads, --device.
 // Prints mlx-lm's lines (Loading..., Trainable parameters, Starting training..., Iter N: ...) to
 // stdout; warnings and the live progress bar go to stderr.
 #include <cmath>
@@ -10,7 +10,6 @@
 
 #include "cli/common.h"
 #include "core/error.h"
-#include "cpu/cpu_ops.h"
 #include "io/chat_template.h"
 #include "io/dataset.h"
 #include "io/mapped_file.h"
@@ -34,6 +33,7 @@ struct TrainFlags {
   int64_t seed = 0, lora_rank = 8, warmup = 0;
   double learning_rate = 1e-5, lora_scale = 20.0, lora_alpha = 160.0, lora_dropout = 0.0;
   int threads = 0;
+  std::string device = "auto";
 };
 
 std::vector<std::string> split_commas(const std::string& s) {
@@ -118,7 +118,9 @@ int run_train(const TrainFlags& f, const CLI::App& cmd) {
   // 2. Model, tokenizer, data.
   std::printf("Loading pretrained model\n");
   std::fflush(stdout);
-  Model model = model_load(args.model);
+  Backend backend = backend_open(f.device);
+  if (backend.is_gpu()) std::printf("Device: %s\n", backend.description.c_str());
+  Model model = model_load(args.model, backend_load_options(backend));
   auto tok = tokenizer_load(args.model);
   if (tok->vocab_size() > model.cfg.vocab)
     fail_input(args.model, fmt::format("the tokenizer has {} tokens but the model's vocabulary is {}", tok->vocab_size(), model.cfg.vocab),
@@ -186,12 +188,15 @@ int run_train(const TrainFlags& f, const CLI::App& cmd) {
   o.resume = f.resume;
   o.optimizer = args.optimizer;
   o.schedule = args.schedule;
-  Ops& ops = cpu_ops();
-  train_run(model, adapter, ops, data.train.examples, data.valid ? &data.valid->examples : nullptr, o);
+  Ops& ops = *backend.ops;
+  const Model placed = backend.place(model);  // the weights the backend computes on (a BF16 copy on a GPU)
+  backend.place(adapter);
+  o.peak_mem_bytes = [&backend] { return backend.peak_bytes(); };
+  train_run(placed, adapter, ops, data.train.examples, data.valid ? &data.valid->examples : nullptr, o);
   if (args.test) {
     std::printf("Testing\n");
     std::fflush(stdout);
-    const double loss = evaluate_loss(model, adapter, ops, data.test->examples, args.batch_size, args.test_batches,
+    const double loss = evaluate_loss(placed, adapter, ops, data.test->examples, args.batch_size, args.test_batches,
                                       args.max_seq_length, args.data + "/test.jsonl");
     std::printf("Test loss %s, Test ppl %s.\n", format_fixed3(loss).c_str(), format_fixed3(std::exp(loss)).c_str());
   }
@@ -238,6 +243,7 @@ void register_train(CLI::App& app, Action& action) {
   cmd->add_flag("--resume", f->resume, "Continue from the newest checkpoint in --adapter-path (optimizer state included)");
   cmd->add_option("--chat-template", f->chat_template, "Override the chat template for chat/completions data (name or Jinja file)");
   cmd->add_option("--threads,-t", f->threads, "CPU threads (0 = all cores)")->check(CLI::NonNegativeNumber);
+  add_device_flag(cmd, f->device);
   cmd->callback([f, cmd, &action] { action = [f, cmd] { return run_train(*f, *cmd); }; });
 }
 

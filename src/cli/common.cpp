@@ -23,6 +23,7 @@ void add_model_flags(CLI::App* cmd, ModelFlags& f, bool required) {
   cmd->add_option("--max-kv-size", f.max_kv_size, "KV cache size in tokens (0 = the model's context length, at most 8192 unless set)")
       ->check(CLI::NonNegativeNumber);
   cmd->add_option("--threads,-t", f.threads, "CPU threads (0 = all cores)")->check(CLI::NonNegativeNumber);
+  add_device_flag(cmd, f.device);
 }
 
 void add_adapter_flag(CLI::App* cmd, ModelFlags& f) {
@@ -65,7 +66,9 @@ std::unique_ptr<Loaded> load_for_inference(const ModelFlags& f) {
   apply_threads(f.threads);
   auto L = std::make_unique<Loaded>();
   Timer t;
-  L->model = model_load(f.model);
+  L->backend = backend_open(f.device);
+  log_debug("device: {}", L->backend.description);
+  L->model = model_load(f.model, backend_load_options(L->backend));
   if (!f.adapter_path.empty()) {
     // Fusing W' = W + scale·BᵀAᵀ once lets the inference session run unchanged.
     const Adapter a = adapter_load(f.adapter_path, L->model);
@@ -86,7 +89,8 @@ std::unique_ptr<Loaded> load_for_inference(const ModelFlags& f) {
                  "RoPE positions beyond the trained context are not supported; use a smaller value");
     n_ctx = f.max_kv_size;
   }
-  L->session = std::make_unique<LlamaSession>(L->model, cpu_ops(), n_ctx);
+  L->model = L->backend.place(L->model);
+  L->session = std::make_unique<LlamaSession>(L->model, *L->backend.ops, n_ctx);
   log_debug("loaded {} in {:.2f}s", f.model, t.seconds());
   return L;
 }

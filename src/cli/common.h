@@ -7,6 +7,7 @@
 #include <memory>
 #include <string>
 
+#include "cli/backend.h"
 #include "infer/generate.h"
 #include "io/tokenizer.h"
 #include "model/model.h"
@@ -22,6 +23,7 @@ struct ModelFlags {
   int64_t max_kv_size = 0;    // 0 = the model's context length
   int threads = 0;            // 0 = all cores
   std::string adapter_path;   // a trained adapter folder to apply (fused into the weights); empty = none
+  std::string device = "auto";  // --device
 };
 void add_model_flags(CLI::App* cmd, ModelFlags& f, bool required = true);
 // --adapter-path for generate/chat.
@@ -45,7 +47,8 @@ void apply_threads(int threads);
 
 // Loaded model + tokenizer + session for generate/chat.
 struct Loaded {
-  Model model;
+  Backend backend;
+  Model model;  // on the backend's device
   std::unique_ptr<Tokenizer> tok;
   std::unique_ptr<LlamaSession> session;
   PromptOptions prompt;

@@ -5,6 +5,9 @@
 
 #include "cpu/kernels.h"
 
+// MLX rounds every multiply and add separately; no fused multiply-add (the CUDA update does the same).
+#pragma GCC optimize("fp-contract=off")
+
 namespace lora::cpu {
 
 void optimizer_update(const OptimizerSlot* slots, int64_t n_slots, const OptimizerStep& s) {

@@ -81,7 +81,7 @@ __global__ void dropout_kernel(const float* x, float* out, int64_t n, float p, f
 // ---- DoRA row norms ----
 
 constexpr int kDenomRows = 4;          // output rows per block (each A row read once serves 4 of them)
-constexpr int64_t kDenomMaxRank = 3072;  // kDenomRows · r floats of B in 48 KiB of shared memory
+constexpr int64_t kDenomMaxRank = 2048;  // kDenomRows · r floats of B: 32 KiB of shared memory at most
 
 __device__ double block_sum_d(double v, double* sh) {
   for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
@@ -252,7 +252,7 @@ void cuda_lora_dropout(const float* x, float* out, int64_t n, float p, uint64_t 
 void cuda_dora_denom(const void* w, DType w_type, const float* a, const float* b, float scale, int64_t out, int64_t in,
                      int64_t r, float* denom, cudaStream_t stream) {
   check_size(out >= 0 && in >= 0 && r >= 1 && r <= kDenomMaxRank && out <= int64_t(0x7fffffff) * kDenomRows,
-             "cuda_dora_denom: negative size, or rank outside [1, 3072]");
+             "cuda_dora_denom: negative size, or rank outside [1, 2048]");
   check_size(plain_float(w_type), "cuda_dora_denom: weight dtype must be F32, BF16 or F16");
   if (out == 0) return;
   check_size(w && a && b && denom, "cuda_dora_denom: null pointer");

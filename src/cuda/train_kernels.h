@@ -85,7 +85,7 @@ void cuda_lora_dropout(const float* x, float* out, int64_t n, float p, uint64_t 
 
 // DoRA row norms: denom (out) = ||W[o, :] + scale · (A · B)[:, o]||_2 with W (out, in) in w_type
 // (F32/BF16/F16), A (in, r), B (r, out) f32; the rank-r dot in f32, the sum of squares in double (as
-// the CPU's dora_denom). r at most 3072.
+// the CPU's dora_denom). r in [1, 2048].
 void cuda_dora_denom(const void* w, DType w_type, const float* a, const float* b, float scale, int64_t out, int64_t in,
                      int64_t r, float* denom, cudaStream_t stream);
 
@@ -99,7 +99,7 @@ void cuda_dora_scale_fwd(const float* ypre, const float* m, const float* denom, 
 // bit the CPU's), and when dm is non-null dm (out) += float(Σ_rows double(dy)·double(ypre) / double(denom))
 // (products exact in double, a fixed-order double sum: deterministic; equal to the CPU's unless the
 // double sums' different order moves the final f32 rounding). g may alias dy (dm is reduced first).
-// g may be null (dm only).
+// g may be null (dm only); ypre may be null when dm is.
 void cuda_dora_bwd(const float* dy, const float* ypre, const float* m, const float* denom, int64_t N, int64_t out,
                    float* g, float* dm, cudaStream_t stream);
 

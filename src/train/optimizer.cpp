@@ -7,6 +7,9 @@
 #include "core/error.h"
 #include "cpu/cpu_ops.h"
 
+// MLX rounds every multiply and add separately; no fused multiply-add (the CUDA update does the same).
+#pragma GCC optimize("fp-contract=off")
+
 namespace lora {
 
 const char* optimizer_kind_name(OptimizerKind k) {

@@ -178,7 +178,7 @@ TrainSummary train_run(const Model& m, Adapter& a, Ops& ops, const std::vector<E
   int64_t n_tokens = st.report_tokens, steps = st.report_steps, trained_tokens = st.trained_tokens;
   double train_time = 0;
   auto elapsed = [&] { return elapsed0 + run_timer.seconds(); };
-  auto peak_gb = [] { return double(peak_rss_bytes()) / 1e9; };
+  auto peak_gb = [&o] { return double(o.peak_mem_bytes ? o.peak_mem_bytes() : int64_t(peak_rss_bytes())) / 1e9; };
   auto save_checkpoint = [&](int64_t it) {
     st.iteration = it;
     st.optimizer_step = opt.step();

@@ -20,6 +20,7 @@
 #pragma once
 #include <cstdint>
 #include <cstdio>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -50,6 +51,9 @@ struct TrainerOptions {
   LrSchedule schedule;
   int progress = -1;   // live progress bar on stderr: -1 = when stderr is a terminal, 0 off, 1 on
   std::FILE* out = nullptr;  // report lines (nullptr = stdout)
+  // "Peak mem" in the reports: bytes; null = the process's peak RSS (the CPU backend). A GPU backend
+  // passes its peak device memory.
+  std::function<int64_t()> peak_mem_bytes;
 };
 
 struct TrainSummary {

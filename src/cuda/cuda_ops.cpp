@@ -1,0 +1,388 @@
+// The CUDA Ops class (cuda/cuda_ops.h): wires the kernels' launchers (kernels.h, attention.h,
+// train_kernels.h) and cuBLASLt (gemm.h) into the op API. Host code (compiled by g++), so it may use
+// fmt and lora::Error; the kernels live in the .cu files.
+#include "cuda/cuda_ops.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <cstring>
+#include <map>
+#include <vector>
+
+#include "core/device_mem.h"
+#include "core/error.h"
+#include "cuda/attention.h"
+#include "cuda/check.h"
+#include "cuda/gemm.h"
+#include "cuda/kernels.h"
+#include "cuda/train_kernels.h"
+
+namespace lora {
+
+namespace {
+
+// ---- DEVICE_CUDA memory functions (core/device_mem.h), bound to the most recently created context ----
+
+CudaDevice* g_mem_dev = nullptr;
+// Bytes lora itself holds on the device (core/device_mem.h allocations and the backends' scratch), and
+// their peak: the counterpart of torch.cuda.max_memory_allocated (the CUDA context, cuBLASLt's
+// workspace and the kernels' small stream-ordered scratch are not counted, as PyTorch does not count
+// its context either).
+int64_t g_live = 0, g_peak = 0;
+std::map<void*, size_t> g_sizes;
+
+void count_alloc(void* p, size_t n) {
+  g_sizes[p] = n;
+  g_live += int64_t(n);
+  g_peak = std::max(g_peak, g_live);
+}
+void count_free(void* p) {
+  auto it = g_sizes.find(p);
+  if (it == g_sizes.end()) return;
+  g_live -= int64_t(it->second);
+  g_sizes.erase(it);
+}
+
+void* mem_alloc(size_t n) {
+  cuda_device_use(*g_mem_dev);
+  void* p = nullptr;
+  const cudaError_t err = cudaMalloc(&p, n);
+  if (err != cudaSuccess) {
+    (void)cudaGetLastError();
+    size_t free_b = 0, total_b = 0;
+    (void)cudaMemGetInfo(&free_b, &total_b);
+    fail_input(fmt::format("cuda:{}", g_mem_dev->index),
+               fmt::format("out of GPU memory: {:.2f} GiB asked, {:.2f} of {:.2f} GiB free", double(n) / (1 << 30),
+                           double(free_b) / (1 << 30), double(total_b) / (1 << 30)),
+               "use a smaller --batch-size or --max-seq-length, --grad-checkpoint, or a smaller model");
+  }
+  count_alloc(p, n);
+  return p;
+}
+
+void mem_free(void* p) {
+  count_free(p);
+  (void)cudaFree(p);
+}
+
+void mem_copy(void* dst, const void* src, size_t n, CopyKind kind) {
+  cuda_device_use(*g_mem_dev);
+  const cudaMemcpyKind k = kind == COPY_H2D   ? cudaMemcpyHostToDevice
+                           : kind == COPY_D2H ? cudaMemcpyDeviceToHost
+                                              : cudaMemcpyDeviceToDevice;
+  LORA_CUDA_CHECK(cudaMemcpyAsync(dst, src, n, k, g_mem_dev->stream));
+  // Host memory involved: make the copy complete before returning (the source may be reused at once,
+  // the destination read at once).
+  if (kind != COPY_D2D) LORA_CUDA_CHECK(cudaStreamSynchronize(g_mem_dev->stream));
+}
+
+void mem_zero(void* p, size_t n) {
+  cuda_device_use(*g_mem_dev);
+  LORA_CUDA_CHECK(cudaMemsetAsync(p, 0, n, g_mem_dev->stream));
+}
+
+// A device buffer that grows to the largest request (stream-ordered: the old one is freed after the
+// work queued before the growth).
+struct Scratch {
+  void* p = nullptr;
+  size_t n = 0;
+  void* get(size_t bytes, cudaStream_t s) {
+    if (bytes <= n) return p;
+    if (p) {
+      count_free(p);
+      LORA_CUDA_CHECK(cudaFreeAsync(p, s));
+    }
+    bytes = std::max(bytes, n + n / 2);
+    LORA_CUDA_CHECK(cudaMallocAsync(&p, bytes, s));
+    count_alloc(p, bytes);
+    n = bytes;
+    return p;
+  }
+};
+
+void require(bool ok, const char* what) { LORA_CHECK(ok, "cuda ops: {}", what); }
+
+class CudaOps final : public Ops {
+ public:
+  explicit CudaOps(std::unique_ptr<CudaDevice> dev) : dev_(std::move(dev)) {}
+  ~CudaOps() override {
+    if (g_mem_dev == dev_.get()) {
+      (void)cudaStreamSynchronize(dev_->stream);
+    }
+    for (auto* s : {&x_bf16_, &g_bf16_, &lora_u_, &lora_g_, &lora_drop_, &lora_t_, &lora_den_, &opt_table_})
+      if (s->p) {
+        count_free(s->p);
+        (void)cudaFree(s->p);
+      }
+    for (auto& [k, v] : rope_) {
+      (void)cudaFree(v.cos);
+      (void)cudaFree(v.sin);
+    }
+  }
+
+  Device device() const override { return DEVICE_CUDA; }
+  CudaDevice& dev() { return *dev_; }
+  cudaStream_t st() const { return dev_->stream; }
+
+  void sync() override { cuda_device_sync(*dev_); }
+
+  void embedding_fwd(const int32_t* ids, int64_t n, const Tensor& table, Tensor& out) override {
+    require(table.ndim == 2 && out.numel() == n * table.dim(1), "embedding shapes");
+    cuda_embedding_fwd(ids, n, table.data, table.dtype, table.dim(0), table.dim(1), out.f32(), st());
+  }
+
+  void rmsnorm_fwd(const Tensor& x, const Tensor& w, float eps, Tensor& y) override {
+    const int64_t C = w.numel(), n = x.numel() / C;
+    require(y.numel() == x.numel(), "rmsnorm shapes");
+    cuda_rmsnorm_fwd(x.f32(), w.data, w.dtype, n, C, eps, y.f32(), st());
+  }
+
+  void rmsnorm_bwd(const Tensor& x, const Tensor& w, float eps, const Tensor& dy, Tensor& dx, Tensor* dw) override {
+    const int64_t C = w.numel(), n = x.numel() / C;
+    cuda_rmsnorm_bwd(x.f32(), w.data, w.dtype, n, C, eps, dy.f32(), dx.f32(), dw ? dw->f32() : nullptr, st());
+  }
+
+  // ---- linear ----
+
+  // y (N, out) = alpha · x (N, in) · Wᵀ + beta · y, W (out, in) BF16 or F32.
+  void gemm_xwT(const Tensor& x, const Tensor& w, float beta, Tensor& y) {
+    const int64_t out = w.dim(0), in = w.dim(1), N = x.numel() / in;
+    require(x.numel() == N * in && y.numel() == N * out, "linear shapes");
+    if (w.dtype == DTYPE_BF16) {
+      void* xb = x_bf16_.get(size_t(N * in) * 2, st());
+      cuda_convert_f32_to_bf16(x.f32(), xb, N * in, st());
+      gemm_bf16(*dev_, false, true, N, out, in, 1.0f, xb, in, w.data, in, beta, y.data, DTYPE_F32, out);
+    } else {
+      require(w.dtype == DTYPE_F32, "linear weights must be BF16 or F32 on CUDA (model_to_device converts)");
+      gemm_f32(*dev_, false, true, N, out, in, 1.0f, x.f32(), in, w.f32(), in, beta, y.f32(), out);
+    }
+  }
+
+  // dx (N, in) = g (N, out) · W (out, in) + beta · dx.
+  void gemm_gW(const Tensor& g, const Tensor& w, float beta, Tensor& dx) {
+    const int64_t out = w.dim(0), in = w.dim(1), N = g.numel() / out;
+    if (w.dtype == DTYPE_BF16) {
+      void* gb = g_bf16_.get(size_t(N * out) * 2, st());
+      cuda_convert_f32_to_bf16(g.f32(), gb, N * out, st());
+      gemm_bf16(*dev_, false, false, N, in, out, 1.0f, gb, out, w.data, in, beta, dx.data, DTYPE_F32, in);
+    } else {
+      require(w.dtype == DTYPE_F32, "linear weights must be BF16 or F32 on CUDA");
+      gemm_f32(*dev_, false, false, N, in, out, 1.0f, g.f32(), out, w.f32(), in, beta, dx.f32(), in);
+    }
+  }
+
+  void linear_fwd(const Tensor& x, const Tensor& w, const Tensor* bias, Tensor& y) override {
+    gemm_xwT(x, w, 0.0f, y);
+    if (bias) cuda_bias_add(y.f32(), bias->data, bias->dtype, y.numel() / w.dim(0), w.dim(0), st());
+  }
+
+  // drop(x) into scratch (or x itself without dropout).
+  const float* lora_input(const Tensor& x, const LoraOperand& lo) {
+    if (lo.dropout <= 0.0f) return x.f32();
+    float* d = static_cast<float*>(lora_drop_.get(size_t(x.numel()) * 4, st()));
+    cuda_lora_dropout(x.f32(), d, x.numel(), lo.dropout, lo.dropout_key, lo.dropout_stream, st());
+    return d;
+  }
+
+  void linear_lora_fwd(const Tensor& x, const Tensor& w, const Tensor* bias, const LoraOperand* lo, LoraSaved* saved,
+                       Tensor& y) override {
+    if (!lo) return linear_fwd(x, w, bias, y);
+    const int64_t out = w.dim(0), in = w.dim(1), N = x.numel() / in, r = lo->a.dim(1);
+    require(lo->a.dim(0) == in && lo->b.dim(0) == r && lo->b.dim(1) == out, "lora shapes");
+    const float* xd = lora_input(x, *lo);
+    float* u = saved && saved->u.defined() ? saved->u.f32()
+                                           : static_cast<float*>(lora_u_.get(size_t(N * r) * 4, st()));
+    gemm_f32(*dev_, false, false, N, r, in, 1.0f, xd, in, lo->a.f32(), r, 0.0f, u, r);  // u = drop(x) A
+    if (!lo->is_dora()) {
+      linear_fwd(x, w, bias, y);
+      gemm_f32(*dev_, false, false, N, out, r, lo->scale, u, r, lo->b.f32(), out, 1.0f, y.f32(), out);
+      return;
+    }
+    // DoRA: ypre = W x + scale · u B; y = (m / denom) ⊙ ypre + bias.
+    float* ypre = saved && saved->ypre.defined() ? saved->ypre.f32()
+                                                 : static_cast<float*>(lora_t_.get(size_t(N * out) * 4, st()));
+    float* den = saved && saved->denom.defined() ? saved->denom.f32()
+                                                 : static_cast<float*>(lora_den_.get(size_t(out) * 4, st()));
+    Tensor yp = tensor_view(ypre, DTYPE_F32, {N, out}, DEVICE_CUDA);
+    gemm_xwT(x, w, 0.0f, yp);
+    gemm_f32(*dev_, false, false, N, out, r, lo->scale, u, r, lo->b.f32(), out, 1.0f, ypre, out);
+    cuda_dora_denom(w.data, w.dtype, lo->a.f32(), lo->b.f32(), lo->scale, out, in, r, den, st());
+    cuda_dora_scale_fwd(ypre, lo->m.f32(), den, bias ? bias->data : nullptr, bias ? bias->dtype : DTYPE_F32, N, out,
+                        y.f32(), st());
+  }
+
+  void linear_bwd(const Tensor& x, const Tensor& w, const Tensor& dy, Tensor* dx, bool dx_accumulate, Tensor* dw,
+                  Tensor* dbias, const LoraOperand* lo, const LoraSaved* saved) override {
+    const int64_t out = w.dim(0), in = w.dim(1), N = dy.numel() / out;
+    Tensor g = dy;
+    if (lo && lo->is_dora()) {
+      require(saved && saved->ypre.defined() && saved->denom.defined(), "dora backward needs ypre and denom");
+      float* gd = static_cast<float*>(lora_t_.get(size_t(N * out) * 4, st()));
+      cuda_dora_bwd(dy.f32(), saved->ypre.f32(), lo->m.f32(), saved->denom.f32(), N, out, gd,
+                    lo->dm.defined() ? lo->dm.f32() : nullptr, st());
+      g = tensor_view(gd, DTYPE_F32, {N, out}, DEVICE_CUDA);
+    }
+    if (dx) gemm_gW(g, w, dx_accumulate ? 1.0f : 0.0f, *dx);
+    if (dw) gemm_f32(*dev_, true, false, out, in, N, 1.0f, g.f32(), out, x.f32(), in, 1.0f, dw->f32(), in);
+    if (dbias) cuda_col_sum_acc(g.f32(), N, out, dbias->f32(), st());
+    if (!lo) return;
+    require(saved && saved->u.defined(), "lora backward needs the saved u");
+    const int64_t r = lo->a.dim(1);
+    // gb (N, r) = scale · g Bᵀ
+    float* gb = static_cast<float*>(lora_g_.get(size_t(N * r) * 4, st()));
+    gemm_f32(*dev_, false, true, N, r, out, lo->scale, g.f32(), out, lo->b.f32(), out, 0.0f, gb, r);
+    // dB += scale · uᵀ g ; dA += drop(x)ᵀ gb
+    if (lo->db.defined())
+      gemm_f32(*dev_, true, false, r, out, N, lo->scale, saved->u.f32(), r, g.f32(), out, 1.0f, lo->db.f32(), out);
+    if (lo->da.defined()) {
+      const float* xd = lora_input(x, *lo);
+      gemm_f32(*dev_, true, false, in, r, N, 1.0f, xd, in, gb, r, 1.0f, lo->da.f32(), r);
+    }
+    if (!dx) return;
+    if (lo->dropout <= 0.0f) {
+      gemm_f32(*dev_, false, true, N, in, r, 1.0f, gb, r, lo->a.f32(), r, 1.0f, dx->f32(), in);  // dx += gb Aᵀ
+      return;
+    }
+    // With dropout: dx += mask ⊙ (gb Aᵀ) / (1 - p), the same mask as the forward.
+    float* t = static_cast<float*>(lora_t_.get(size_t(N * in) * 4 * 2, st()));
+    float* t2 = t + N * in;
+    gemm_f32(*dev_, false, true, N, in, r, 1.0f, gb, r, lo->a.f32(), r, 0.0f, t, in);
+    cuda_lora_dropout(t, t2, N * in, lo->dropout, lo->dropout_key, lo->dropout_stream, st());
+    cuda_scale_add(dx->f32(), t2, 1.0f, N * in, st());
+  }
+
+  // ---- rope, attention, swiglu ----
+
+  struct RopeDev {
+    float* cos = nullptr;
+    float* sin = nullptr;
+  };
+  const RopeDev& rope_dev(const RopeTable& rope) {
+    auto key = std::make_pair(static_cast<const void*>(rope.cos.data()), rope.max_pos);
+    auto it = rope_.find(key);
+    if (it != rope_.end()) return it->second;
+    RopeDev d;
+    const size_t bytes = rope.cos.size() * 4;
+    LORA_CUDA_CHECK(cudaMalloc(reinterpret_cast<void**>(&d.cos), std::max<size_t>(bytes, 4)));
+    LORA_CUDA_CHECK(cudaMalloc(reinterpret_cast<void**>(&d.sin), std::max<size_t>(bytes, 4)));
+    LORA_CUDA_CHECK(cudaMemcpy(d.cos, rope.cos.data(), bytes, cudaMemcpyHostToDevice));
+    LORA_CUDA_CHECK(cudaMemcpy(d.sin, rope.sin.data(), bytes, cudaMemcpyHostToDevice));
+    count_alloc(d.cos, bytes);
+    count_alloc(d.sin, bytes);
+    return rope_[key] = d;
+  }
+
+  void rope_fwd(Tensor& x, const int32_t* pos, const RopeTable& rope) override {
+    const RopeDev& d = rope_dev(rope);
+    cuda_rope_fwd(x.f32(), pos, x.dim(0), x.dim(1), x.dim(2), d.cos, d.sin, rope.max_pos, st());
+  }
+  void rope_bwd(Tensor& dx, const int32_t* pos, const RopeTable& rope) override {
+    const RopeDev& d = rope_dev(rope);
+    cuda_rope_bwd(dx.f32(), pos, dx.dim(0), dx.dim(1), dx.dim(2), d.cos, d.sin, rope.max_pos, st());
+  }
+
+  void attention_fwd(const Tensor& q, const Tensor& k, const Tensor& v, int64_t pos0, Tensor& out) override {
+    cuda_attention_fwd(q.f32(), k.f32(), v.f32(), out.f32(), q.dim(0), q.dim(1), k.dim(1), q.dim(2), k.dim(0), pos0,
+                       st());
+  }
+  void attention_train_fwd(const Tensor& q, const Tensor& k, const Tensor& v, Tensor& out, Tensor& lse) override {
+    cuda_attention_train_fwd(q.f32(), k.f32(), v.f32(), out.f32(), lse.f32(), q.dim(0), q.dim(1), q.dim(2), k.dim(2),
+                             q.dim(3), st());
+  }
+  void attention_bwd(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out, const Tensor& lse,
+                     const Tensor& dout, Tensor& dq, Tensor& dk, Tensor& dv) override {
+    cuda_attention_bwd(q.f32(), k.f32(), v.f32(), out.f32(), lse.f32(), dout.f32(), dq.f32(), dk.f32(), dv.f32(),
+                       q.dim(0), q.dim(1), q.dim(2), k.dim(2), q.dim(3), st());
+  }
+  void swiglu_fwd(const Tensor& gate, const Tensor& up, Tensor& out) override {
+    cuda_swiglu_fwd(gate.f32(), up.f32(), out.f32(), out.numel(), st());
+  }
+  void swiglu_bwd(const Tensor& gate, const Tensor& up, const Tensor& dout, Tensor& dgate, Tensor& dup) override {
+    cuda_swiglu_bwd(gate.f32(), up.f32(), dout.f32(), dgate.f32(), dup.f32(), dout.numel(), st());
+  }
+  void add_fwd(Tensor& y, const Tensor& x) override { cuda_add_fwd(y.f32(), x.f32(), y.numel(), st()); }
+
+  // ---- loss and optimizer ----
+
+  void xent_fwd_bwd(Tensor& logits, const int32_t* targets, const float* mask, float dscale, bool grad,
+                    float* row_loss) override {
+    const int64_t V = logits.dim(-1), R = logits.numel() / V;
+    cuda_xent_fwd_bwd(logits.f32(), R, V, targets, mask, dscale, grad, row_loss, st());
+  }
+
+  void optimizer_update(const OptimizerSlot* slots, int64_t n, const OptimizerStep& s) override {
+    if (n == 0) return;
+    std::vector<CudaOptTensor> table(static_cast<size_t>(n));
+    int64_t max_n = 0;
+    for (int64_t i = 0; i < n; ++i) {
+      const OptimizerSlot& p = slots[i];
+      require(p.w.device == DEVICE_CUDA && p.g.numel() == p.w.numel(), "optimizer slot");
+      table[size_t(i)] = {p.w.f32(), p.g.f32(), p.m.defined() ? p.m.f32() : nullptr,
+                          p.v.defined() ? p.v.f32() : nullptr, p.w.numel()};
+      max_n = std::max(max_n, p.w.numel());
+    }
+    // The table changes only when the params move: upload it then (a pageable copy would stall the stream).
+    const size_t bytes = table.size() * sizeof(CudaOptTensor);
+    if (table_host_.size() != table.size() ||
+        std::memcmp(table_host_.data(), table.data(), bytes) != 0) {
+      void* d = opt_table_.get(bytes, st());
+      LORA_CUDA_CHECK(cudaMemcpyAsync(d, table.data(), bytes, cudaMemcpyHostToDevice, st()));
+      LORA_CUDA_CHECK(cudaStreamSynchronize(st()));
+      table_host_ = table;
+    }
+    CudaOptScalars c{};
+    c.lr = s.lr;
+    c.b1 = s.b1;
+    c.b2 = s.b2;
+    c.omb1 = s.omb1;
+    c.omb2 = s.omb2;
+    c.eps = s.eps;
+    c.c1 = s.c1;
+    c.c2 = s.c2;
+    c.decay = s.decay;
+    c.wd = s.wd;
+    c.mom = s.mom;
+    c.damp = s.damp;
+    c.bias_correction = s.bias_correction;
+    c.nesterov = s.nesterov;
+    c.sgd_dampening = s.dampening;
+    c.sgd_momentum = s.mom > 0;
+    const int kind = s.rule == OptimizerStep::RULE_SGD ? CUDA_OPT_SGD
+                     : s.rule == OptimizerStep::RULE_ADAMW ? CUDA_OPT_ADAMW
+                                                           : CUDA_OPT_ADAM;
+    cuda_optimizer_update(static_cast<const CudaOptTensor*>(opt_table_.p), n, max_n, kind, c, st());
+  }
+
+ private:
+  std::unique_ptr<CudaDevice> dev_;
+  Scratch x_bf16_, g_bf16_, lora_u_, lora_g_, lora_drop_, lora_t_, lora_den_, opt_table_;
+  std::vector<CudaOptTensor> table_host_;
+  std::map<std::pair<const void*, int64_t>, RopeDev> rope_;
+};
+
+}  // namespace
+
+std::unique_ptr<Ops> cuda_ops_create(int index) {
+  auto dev = cuda_device_open(index);
+  auto ops = std::make_unique<CudaOps>(std::move(dev));
+  g_mem_dev = &ops->dev();
+  DeviceMemFns fns;
+  fns.alloc = mem_alloc;
+  fns.free = mem_free;
+  fns.copy = mem_copy;
+  fns.zero = mem_zero;
+  device_mem_register(DEVICE_CUDA, fns);
+  return ops;
+}
+
+CudaDevice* cuda_ops_device(Ops& ops) {
+  auto* c = dynamic_cast<CudaOps*>(&ops);
+  return c ? &c->dev() : nullptr;
+}
+
+int64_t cuda_ops_peak_bytes(Ops&) { return g_peak; }
+
+void cuda_ops_reset_peak(Ops&) { g_peak = g_live; }
+
+}  // namespace lora
