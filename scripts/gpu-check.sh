@@ -4,8 +4,14 @@
 #   scripts/gpu-check.sh bundle   here: build with CUDA into build-gpu/, then copy the binaries and every
 #                                 non-CUDA, non-glibc shared library they need into .gpu-bundle/ (the
 #                                 binaries carry RPATH $ORIGIN, so they find them there).
-#   scripts/gpu-check.sh run      there, from the repository root: print the device, run every bundled
-#                                 CUDA test (ctest label `cuda` equivalents: the test_cuda_* binaries).
+#   scripts/gpu-check.sh run [STAGE...]  there, from the repository root. Stages (default: tests parity e2e):
+#       tests   print the device, run every bundled CUDA test (the test_cuda_* binaries = ctest label cuda)
+#       parity  tools/peft_parity.py (transformers + PEFT on a TinyLlama-shaped random model) then our
+#               test_cuda_peft_parity on the same files
+#       e2e     the reference workflow with --device cuda: lora init (TinyLlama shape, random) -> lora data
+#               (english_quotes 40/10) -> lora train (50 iterations) -> lora generate --adapter-path
+#       bench   bench/run_gpu.sh: lora bench and ../shared/bench/peft_baseline.py side by side
+#   Results worth keeping are copied to $OUT when it is set (the device tool's output folder).
 # .gpu-bundle/ is git-ignored; carry it to the GPU machine with the working tree.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -35,12 +41,48 @@ case "${1:-}" in
   run)
     [ -d "$BUNDLE" ] || { echo "gpu-check: no $BUNDLE (run 'scripts/gpu-check.sh bundle' on the build machine)" >&2; exit 1; }
     export LD_LIBRARY_PATH="$PWD/$BUNDLE:${LD_LIBRARY_PATH:-}:/usr/local/cuda/lib64"
+    export LORA_SOURCE_DIR="$PWD" LORA_BIN="$PWD/$BUNDLE/lora"
+    [ -d ../shared ] && export LORA_SHARED="$(cd ../shared && pwd)"
     nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
+    shift
+    stages=("$@")
+    [ ${#stages[@]} -gt 0 ] || stages=(tests parity e2e)
     status=0
-    for t in "$BUNDLE"/test_cuda_*; do
-      [ -x "$t" ] || continue
-      echo "== $(basename "$t")"
-      "$t" || status=1
+    SHARED=${LORA_SHARED:-../shared}
+    WORK=${TMPDIR:-/tmp}/lora-gpu-check
+    mkdir -p "$WORK"
+    for stage in "${stages[@]}"; do
+      echo "==== stage: $stage"
+      case "$stage" in
+        tests)
+          for t in "$BUNDLE"/test_cuda_*; do
+            [ -x "$t" ] || continue
+            echo "== $(basename "$t")"
+            "$t" 2>&1 | grep -v '^\[ *\(RUN\|OK\) ' || status=1
+          done
+          ;;
+        parity)
+          python3 tools/peft_parity.py --out "$WORK/parity" 2>&1 | grep -v Warning | tail -3 || status=1
+          LORA_PEFT_PARITY_DIR="$WORK/parity" "$BUNDLE/test_cuda_peft_parity" || status=1
+          ;;
+        e2e)
+          L="$BUNDLE/lora"
+          [ -f "$WORK/tinyllama/model.safetensors" ] ||
+            "$L" init --config "$SHARED/models/TinyLlama-1.1B-Chat-v1.0/config.json" --out "$WORK/tinyllama" --dtype bf16 --seed 0
+          "$L" data -i "$SHARED/data/english_quotes/quotes.jsonl" -o "$WORK/quotes" --split 40,10,0 --seed 42 --force \
+            --template '{"text": "<|user|>\nWrite an inspirational quote about {tags[0]}</s>\n<|assistant|>\n\"{quote}\" - {author}</s>"}'
+          "$L" train --device cuda --model "$WORK/tinyllama" --data "$WORK/quotes" --adapter-path "$WORK/adapters" \
+            --iters 50 --batch-size 1 --num-layers 16 --learning-rate 1e-4 --max-seq-length 512 --grad-checkpoint \
+            --seed 42 --steps-per-report 10 --steps-per-eval 50 || status=1
+          "$L" generate --device cuda --model "$WORK/tinyllama" --adapter-path "$WORK/adapters" \
+            --prompt "Write an inspirational quote about love" --max-tokens 24 || status=1
+          [ -n "${OUT:-}" ] && cp "$WORK/adapters/metrics.jsonl" "$OUT/e2e_metrics.jsonl" 2>/dev/null
+          ;;
+        bench)
+          bench/run_gpu.sh || status=1
+          ;;
+        *) echo "gpu-check: unknown stage $stage" >&2; status=1 ;;
+      esac
     done
     exit $status
     ;;

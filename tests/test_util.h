@@ -19,13 +19,21 @@ inline std::string shared_dir() {
   if (const char* e = std::getenv("LORA_SHARED")) return e;
   return LORA_SHARED_DIR;
 }
-inline std::string source_dir() { return LORA_SOURCE_DIR; }
+// The checkout (fixtures live under it), or $LORA_SOURCE_DIR when set (a bundled test binary run
+// from another copy of the tree: scripts/gpu-check.sh).
+inline std::string source_dir() {
+  if (const char* e = std::getenv("LORA_SOURCE_DIR")) return e;
+  return LORA_SOURCE_DIR;
+}
 inline std::string fixture(const std::string& rel) { return source_dir() + "/tests/fixtures/" + rel; }
 inline std::string models_dir() {
   if (const char* e = std::getenv("LORA_MODELS")) return e;
   return LORA_MODELS_DIR;
 }
-inline std::string lora_bin() { return LORA_BIN; }
+inline std::string lora_bin() {
+  if (const char* e = std::getenv("LORA_BIN")) return e;
+  return LORA_BIN;
+}
 // Path of SmolLM2-135M-Instruct's GGUF as fetched by scripts/fetch-models.sh.
 inline std::string smollm2_gguf() { return models_dir() + "/SmolLM2-135M-Instruct.Q4_1.gguf"; }
 
