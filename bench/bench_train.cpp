@@ -118,7 +118,7 @@ class TimingOps final : public Ops {
     const char* name = w.dim(0) > 16384 ? "lm_head_bwd" : lo ? "linear_bwd (adapted)" : "linear_bwd (frozen)";
     timed(name, [&] { in_.linear_bwd(x, w, dy, dx, acc, dw, db, lo, s); });
   }
-  void xent_fwd_bwd(Tensor& lg, const int32_t* t, const float* m, float ds, bool g, float* rows) override {
+  void xent_fwd_bwd(Tensor& lg, const int32_t* t, const float* m, const float* ds, bool g, float* rows) override {
     timed("xent_fwd_bwd", [&] { in_.xent_fwd_bwd(lg, t, m, ds, g, rows); });
   }
   void optimizer_update(const OptimizerSlot* s, int64_t n, const OptimizerStep& st) override {

@@ -12,7 +12,7 @@
 #               (english_quotes 40/10) -> lora train (50 iterations) -> lora generate --adapter-path
 #       bench   bench/run_gpu.sh: lora bench and ../shared/bench/peft_baseline.py side by side
 #   Results worth keeping are copied to $OUT when it is set (the device tool's output folder).
-# .gpu-bundle/ is git-ignored; carry it to the GPU machine with the working tree.
+# .gpu-bundle/ and .gpu-bundle.tar.xz are git-ignored; carry the .tar.xz to the GPU machine (64 MiB limit).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BUNDLE=.gpu-bundle
@@ -29,20 +29,33 @@ case "${1:-}" in
     for b in "${bins[@]}"; do [ -x "$b" ] && cp "$b" "$BUNDLE/"; done
     # Shared libraries: everything ldd resolves, except glibc's own and the CUDA toolkit's (the GPU
     # machine has its own CUDA 13).
-    for b in "$BUNDLE"/*; do ldd "$b"; done | awk '/=> \// {print $3}' | sort -u | while read -r lib; do
+    for b in "$BUNDLE"/*; do [ -f "$b" ] && ldd "$b"; done | awk '/=> \// {print $3}' | sort -u | while read -r lib; do
       case "$(basename "$lib")" in
         libc.so*|libm.so*|libpthread.so*|libdl.so*|librt.so*|ld-linux*|libcuda.so*|libcudart*|libcublas*|libnvrtc*) ;;
         *) cp -L "$lib" "$BUNDLE/" ;;
       esac
     done
     # Debian's OpenBLAS is reached through the alternatives system: keep the real library's soname.
-    echo "gpu-check: bundled $(ls "$BUNDLE" | wc -l) files ($(du -sh "$BUNDLE" | cut -f1)) in $BUNDLE"
+    # The GPU machine has no ../shared: take the few shared files the stages read (TinyLlama's config and
+    # tokenizer, the quotes, the peer's benchmark script) inside the bundle. Not part of the repository.
+    SHARED_SRC=${LORA_SHARED:-../shared}
+    if [ -d "$SHARED_SRC" ]; then
+      mkdir -p "$BUNDLE/shared/models" "$BUNDLE/shared/data/english_quotes" "$BUNDLE/shared/bench"
+      cp -r "$SHARED_SRC/models/TinyLlama-1.1B-Chat-v1.0" "$BUNDLE/shared/models/"
+      cp "$SHARED_SRC/data/english_quotes/quotes.jsonl" "$BUNDLE/shared/data/english_quotes/"
+      cp "$SHARED_SRC/bench/peft_baseline.py" "$BUNDLE/shared/bench/"
+    fi
+    # The device tool carries at most 64 MiB: ship the bundle compressed (OpenBLAS alone is 36 MB).
+    tar -cf - "$BUNDLE" | xz -T2 -6 > "$BUNDLE.tar.xz"
+    echo "gpu-check: bundled $(ls "$BUNDLE" | wc -l) files ($(du -sh "$BUNDLE" | cut -f1)) in $BUNDLE, $(du -sh "$BUNDLE.tar.xz" | cut -f1) compressed in $BUNDLE.tar.xz"
     ;;
   run)
+    if [ ! -d "$BUNDLE" ] && [ -f "$BUNDLE.tar.xz" ]; then tar -xJf "$BUNDLE.tar.xz"; fi
     [ -d "$BUNDLE" ] || { echo "gpu-check: no $BUNDLE (run 'scripts/gpu-check.sh bundle' on the build machine)" >&2; exit 1; }
     export LD_LIBRARY_PATH="$PWD/$BUNDLE:${LD_LIBRARY_PATH:-}:/usr/local/cuda/lib64"
     export LORA_SOURCE_DIR="$PWD" LORA_BIN="$PWD/$BUNDLE/lora"
-    [ -d ../shared ] && export LORA_SHARED="$(cd ../shared && pwd)"
+    if [ -d ../shared ]; then export LORA_SHARED="$(cd ../shared && pwd)"
+    elif [ -d "$BUNDLE/shared" ]; then export LORA_SHARED="$PWD/$BUNDLE/shared"; fi
     nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
     shift
     stages=("$@")

@@ -47,9 +47,9 @@ class CpuOps final : public Ops {
     cpu::linear_bwd(x, w, dy, dx, dx_accumulate, dw, dbias, lo, saved);
   }
   using Ops::xent_fwd_bwd;
-  void xent_fwd_bwd(Tensor& logits, const int32_t* targets, const float* mask, float dscale, bool grad,
+  void xent_fwd_bwd(Tensor& logits, const int32_t* targets, const float* mask, const float* dscale, bool grad,
                     float* row_loss) override {
-    cpu::xent_fwd_bwd(logits, targets, mask, dscale, grad, row_loss);
+    cpu::xent_fwd_bwd(logits, targets, mask, *dscale, grad, row_loss);
   }
   void optimizer_update(const OptimizerSlot* slots, int64_t n, const OptimizerStep& s) override {
     cpu::optimizer_update(slots, n, s);

@@ -337,8 +337,9 @@ class RefOps final : public Ops {
   void optimizer_update(const OptimizerSlot* slots, int64_t n, const OptimizerStep& s) override {
     cpu::optimizer_update(slots, n, s);  // already plain fp32 loops: the reference is the same code
   }
-  void xent_fwd_bwd(Tensor& logits, const int32_t* targets, const float* mask, float dscale, bool grad,
+  void xent_fwd_bwd(Tensor& logits, const int32_t* targets, const float* mask, const float* dscale_p, bool grad,
                     float* row_loss) override {
+    const float dscale = *dscale_p;
     const int64_t V = logits.dim(-1), n = logits.numel() / V;
     for (int64_t i = 0; i < n; ++i) {
       float* row = logits.f32() + i * V;

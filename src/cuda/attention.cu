@@ -1,24 +1,31 @@
 // Causal attention forward with grouped KV heads (declared in cuda/attention.h), f32 throughout: the
-// inference forward (single pass or split-K) and the training forward with log-sum-exp.
+// inference forward and the training forward with log-sum-exp. Three paths, chosen by size only (so a
+// training row and an inference call on the same row take the same path and give the same bits):
 //
-// One thread block per (query t, head h[, split][, batch row b]), kWarps warps. The block's keys (all
-// visible keys 0 .. pos0+t, or one split's range of them) are cut into chunks of 32; warp w takes chunks
-// w, w + kWarps, ... Within a chunk, lane j owns key j: it computes the full dot q·k_j (q sits in shared
-// memory and is read as a broadcast), then the warp runs one step of the online softmax — chunk max by
-// shuffles, rescale of the running sum and output by exp(m_old - m_new), p_j = exp(s_j - m_new) — and
-// accumulates Σ p_j v_j with each lane owning dims lane, lane+32, ... (coalesced V rows; p_j broadcast
-// by shuffle). At the end the warps' (m, l, o) are merged in shared memory the same way and the block
-// writes o / l (and lse = m + log l for training), or for a split its unnormalized (m, l, o) partial.
-// Memory is O(D) per block whatever S is.
-//
-// Keys at or beyond pos0 + t + 1 are never loaded (neither K nor V), so unused cache rows (which may hold
-// NaN) cannot leak into the output. Prefill blocks are issued last query first so the long rows start early.
+// Per query (decode, short T, short chunks after a long context): one thread block per (query t, head h
+// [, split][, batch row b]), kWarps warps. The block's keys (all visible keys 0 .. pos0+t, or one split's
+// range of them) are cut into chunks of 32; warp w takes chunks w, w + kWarps, ... Within a chunk, lane j
+// owns key j: it computes the full dot q·k_j (q sits in shared memory and is read as a broadcast), then
+// the warp runs one step of the online softmax — chunk max by shuffles, rescale of the running sum and
+// output by exp(m_old - m_new), p_j = exp(s_j - m_new) — and accumulates Σ p_j v_j with each lane owning
+// dims lane, lane+32, ... (coalesced V rows; p_j broadcast by shuffle). At the end the warps' (m, l, o)
+// are merged in shared memory the same way and the block writes o / l (and lse = m + log l for
+// training), or for a split its unnormalized (m, l, o) partial. Memory is O(D) per block whatever S is.
 //
 // Split-K (decode): with T·H blocks the GPU idles when T·H is small, so when T·H < kSplitMaxBlocks and the
 // context holds at least 2·kSplitMinKeys keys, the keys 0 .. pos0+T-1 are cut into n_split ranges of
 // split_len keys (a multiple of 32, at least kSplitMinKeys, so every warp gets a chunk); block (t, h, s)
 // writes the partial (m, l, o) of range s (an early query's range may be empty: m = -inf, l = 0, o = 0),
 // and attention_combine_kernel merges them: M = max m_s, out = Σ o_s e^(m_s-M) / Σ l_s e^(m_s-M).
+//
+// Tiled (prefill and training, T >= kTiledMinT; see use_tiled): one block of 128 threads per (tile of BR
+// queries, head h, batch row b), flash-attention style. Q stays in shared memory; the block walks tiles
+// of BC keys up to its last query, loading K and V once per tile for all BR queries: S = Q·Kᵀ as
+// per-thread micro-tiles, one online-softmax step per tile and row (row max and sum over the 8 threads
+// sharing a row, by shuffles), P through shared memory, O += P·V in registers rescaled by exp(m_old - m_new).
+//
+// Keys at or beyond pos0 + t + 1 are never loaded (neither K nor V), so unused cache rows (which may hold
+// NaN) cannot leak into the output. Blocks are issued last query first so the long rows start early.
 // Only cuda/check.h and CUDA headers here (see cmake/cuda.cmake: no fmt under nvcc).
 #include <cuda_runtime.h>
 
@@ -211,6 +218,217 @@ __global__ void attention_combine_kernel(const float* __restrict__ part_o, const
   out[i] = acc * (1.0f / L);
 }
 
+constexpr int kTiledThreads = 128;  // threads per block of the tiled path
+constexpr int64_t kTiledMinT = 32;  // T at or above this may take the tiled path (see use_tiled)
+
+// Whether a call that does not split takes the tiled path. Tiles load each K/V row once per 32-64 queries
+// instead of once per query, but give only ceil(T/64)·H blocks, each walking all pos0 + T keys: a short
+// chunk after a long context (pos0 > T) stays per query unless it still makes enough tiled blocks. Training
+// (pos0 = 0) is tiled exactly when T >= kTiledMinT.
+bool use_tiled(int64_t T, int64_t H, int64_t pos0) {
+  return T >= kTiledMinT && (pos0 <= T || (T + 63) / 64 * H >= 256);
+}
+
+// Tile shapes of the tiled path for head dim D. Shared memory: BR·LD (Q) + 2·BC·LD (K, V) + BR·LDP (P) +
+// 2·BR floats: 42 KB at D = 64, 54 KB at D = 128 (over the 48 KB default: the launcher raises the limit).
+template <int D>
+struct FwdTile {
+  static constexpr int BR = D == 128 ? 32 : 64;  // queries per tile
+  static constexpr int BC = 32;                  // keys per tile
+  static constexpr int LD = D + 1;               // padded rows: column reads hit 32 different banks
+  static constexpr int LDP = BC + 1;
+  // S micro-tiles (BR, BC): 16 x 8 threads, rows ty + 16·i, keys tx + 8·j; the 8 threads of a row are
+  // 8 consecutive lanes of one warp, so the row max and sum are 3 xor-shuffles.
+  static constexpr int SY = 16, SX = 8, SI = BR / SY, SJ = BC / SX;
+  // O accumulators (BR, D): TY x TX threads, rows oy + TY·i, dims ox + TX·j.
+  static constexpr int TX = D < 16 ? D : 16, TY = kTiledThreads / TX, OI = BR / TY, NJ = D / TX;
+  static constexpr int smem_floats = BR * LD + 2 * BC * LD + BR * LDP + 2 * BR;
+  static_assert(SY * SX == kTiledThreads && BR % SY == 0 && BC % SX == 0, "S micro-tiles do not cover the tile");
+  static_assert(TX * TY == kTiledThreads && BR % TY == 0 && D % TX == 0, "O micro-tiles do not cover the tile");
+};
+
+// dst (rows, LD) <- rows 0 .. n_valid-1 of src (row r at src + r·stride, D floats, 16-byte aligned),
+// zeros for rows n_valid .. rows-1 (never loaded, so a NaN cache row past the live ones stays out).
+template <int D, int LD>
+__device__ __forceinline__ void load_tile(float* dst, const float* __restrict__ src, int64_t stride, int rows,
+                                          int n_valid) {
+  constexpr int V = D / 4;
+  for (int i = int(threadIdx.x); i < rows * V; i += kTiledThreads) {
+    const int r = i / V, c = (i % V) * 4;
+    float4 x = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+    if (r < n_valid) x = *reinterpret_cast<const float4*>(src + r * stride + c);
+    float* d = dst + r * LD + c;
+    d[0] = x.x;
+    d[1] = x.y;
+    d[2] = x.z;
+    d[3] = x.w;
+  }
+}
+
+// grid: x = query tile (last first), y = head h, z = batch row b. q, out (B, T, H, D) at positions
+// pos0 .. pos0+T-1; k, v hold S positions per batch row; lse (B, T, H) when non-null.
+template <int D>
+__global__ void __launch_bounds__(kTiledThreads)
+    attention_fwd_tiled_kernel(const float* __restrict__ q, const float* __restrict__ k, const float* __restrict__ v,
+                               float* __restrict__ out, float* __restrict__ lse, int H, int group, int KV, int T,
+                               int64_t S, int64_t pos0, float scale) {
+  using Tl = FwdTile<D>;
+  constexpr int BR = Tl::BR, BC = Tl::BC, LD = Tl::LD, LDP = Tl::LDP;
+  extern __shared__ __align__(16) float smem[];
+  float* Qs = smem;                // (BR, LD)
+  float* Ks = Qs + BR * LD;        // (BC, LD)
+  float* Vs = Ks + BC * LD;        // (BC, LD)
+  float* Ps = Vs + BC * LD;        // (BR, LDP) this key tile's probabilities (unnormalized)
+  float* alpha_s = Ps + BR * LDP;  // (BR) this key tile's rescale of each row's output
+  float* l_s = alpha_s + BR;       // (BR) final softmax sums
+
+  const int n_tiles = (T + BR - 1) / BR;
+  const int i0 = (n_tiles - 1 - int(blockIdx.x)) * BR;  // last tile first: it has the most keys
+  const int h = int(blockIdx.y);
+  const int64_t b = blockIdx.z;
+  const int n_q = T - i0 < BR ? T - i0 : BR;
+  const int64_t q_stride = int64_t(H) * D, kv_stride = int64_t(KV) * D;
+  const int64_t qrow0 = (b * T + i0) * q_stride + int64_t(h) * D;
+  const float* kb = k + b * S * kv_stride + int64_t(h / group) * D;
+  const float* vb = v + b * S * kv_stride + int64_t(h / group) * D;
+  load_tile<D, LD>(Qs, q + qrow0, q_stride, BR, n_q);
+
+  const int ty = int(threadIdx.x) / Tl::SX, tx = int(threadIdx.x) % Tl::SX;
+  const int oy = int(threadIdx.x) / Tl::TX, ox = int(threadIdx.x) % Tl::TX;
+  float m[Tl::SI], l[Tl::SI];
+#pragma unroll
+  for (int i = 0; i < Tl::SI; ++i) {
+    m[i] = -INFINITY;
+    l[i] = 0.0f;
+  }
+  float acc[Tl::OI][Tl::NJ];
+#pragma unroll
+  for (int i = 0; i < Tl::OI; ++i)
+#pragma unroll
+    for (int j = 0; j < Tl::NJ; ++j) acc[i][j] = 0.0f;
+
+  const int64_t key_end = pos0 + i0 + n_q;  // keys 0 .. key_end-1 are visible to some query of the tile
+  for (int64_t j0 = 0; j0 < key_end; j0 += BC) {
+    const int n_k = int(key_end - j0 < BC ? key_end - j0 : BC);
+    __syncthreads();  // the previous tile's readers are done with Ks, Vs, Ps, alpha_s (and Qs is loaded)
+    load_tile<D, LD>(Ks, kb + j0 * kv_stride, kv_stride, BC, n_k);
+    load_tile<D, LD>(Vs, vb + j0 * kv_stride, kv_stride, BC, n_k);
+    __syncthreads();
+    float s[Tl::SI][Tl::SJ];
+#pragma unroll
+    for (int i = 0; i < Tl::SI; ++i)
+#pragma unroll
+      for (int j = 0; j < Tl::SJ; ++j) s[i][j] = 0.0f;
+#pragma unroll 4
+    for (int kk = 0; kk < D; ++kk) {
+      float a[Tl::SI], kc[Tl::SJ];
+#pragma unroll
+      for (int i = 0; i < Tl::SI; ++i) a[i] = Qs[(ty + Tl::SY * i) * LD + kk];
+#pragma unroll
+      for (int j = 0; j < Tl::SJ; ++j) kc[j] = Ks[(tx + Tl::SX * j) * LD + kk];
+#pragma unroll
+      for (int i = 0; i < Tl::SI; ++i)
+#pragma unroll
+        for (int j = 0; j < Tl::SJ; ++j) s[i][j] = fmaf(a[i], kc[j], s[i][j]);
+    }
+    // One online-softmax step per row. A row past T (or, never, a row with no visible key so far) keeps
+    // m = -inf: alpha = 1 and p = 0 there instead of exp(-inf - -inf) = NaN.
+#pragma unroll
+    for (int i = 0; i < Tl::SI; ++i) {
+      const int r = ty + Tl::SY * i;
+      const int64_t last_key = i0 + r < T ? pos0 + i0 + r : int64_t(-1);  // keys 0 .. last_key visible
+      float x[Tl::SJ];
+      float mx = -INFINITY;
+#pragma unroll
+      for (int j = 0; j < Tl::SJ; ++j) {
+        const bool visible = j0 + tx + Tl::SX * j <= last_key;
+        x[j] = visible ? __fmul_rn(s[i][j], scale) : -INFINITY;
+        mx = fmaxf(mx, x[j]);
+      }
+#pragma unroll
+      for (int off = 1; off < Tl::SX; off *= 2) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, off));
+      const float m_new = fmaxf(m[i], mx);
+      const bool live = m_new != -INFINITY;
+      const float alpha = live ? expf(m[i] - m_new) : 1.0f;  // 0 on the row's first live tile
+      float ps = 0.0f;
+#pragma unroll
+      for (int j = 0; j < Tl::SJ; ++j) {
+        const float p = x[j] != -INFINITY ? expf(x[j] - m_new) : 0.0f;
+        Ps[r * LDP + tx + Tl::SX * j] = p;
+        ps += p;
+      }
+#pragma unroll
+      for (int off = 1; off < Tl::SX; off *= 2) ps += __shfl_xor_sync(0xffffffffu, ps, off);
+      l[i] = l[i] * alpha + ps;
+      m[i] = m_new;
+      if (tx == 0) alpha_s[r] = alpha;
+    }
+    __syncthreads();
+    // O (BR, D) = O·alpha + P·V over the tile's valid keys (P is 0 where a key is not visible).
+#pragma unroll
+    for (int i = 0; i < Tl::OI; ++i) {
+      const float a = alpha_s[oy + Tl::TY * i];
+#pragma unroll
+      for (int j = 0; j < Tl::NJ; ++j) acc[i][j] *= a;
+    }
+#pragma unroll 2
+    for (int c = 0; c < n_k; ++c) {
+      float pr[Tl::OI], vd[Tl::NJ];
+#pragma unroll
+      for (int i = 0; i < Tl::OI; ++i) pr[i] = Ps[(oy + Tl::TY * i) * LDP + c];
+#pragma unroll
+      for (int j = 0; j < Tl::NJ; ++j) vd[j] = Vs[c * LD + ox + Tl::TX * j];
+#pragma unroll
+      for (int i = 0; i < Tl::OI; ++i)
+#pragma unroll
+        for (int j = 0; j < Tl::NJ; ++j) acc[i][j] = fmaf(pr[i], vd[j], acc[i][j]);
+    }
+  }
+
+  if (tx == 0) {
+#pragma unroll
+    for (int i = 0; i < Tl::SI; ++i) {
+      const int r = ty + Tl::SY * i;
+      l_s[r] = l[i];
+      if (lse && r < n_q) lse[(b * T + i0 + r) * H + h] = m[i] + logf(l[i]);
+    }
+  }
+  __syncthreads();
+#pragma unroll
+  for (int i = 0; i < Tl::OI; ++i) {
+    const int r = oy + Tl::TY * i;
+    if (r >= n_q) continue;
+    const float inv = 1.0f / l_s[r];
+    float* orow = out + qrow0 + int64_t(r) * q_stride;
+#pragma unroll
+    for (int j = 0; j < Tl::NJ; ++j) orow[ox + Tl::TX * j] = acc[i][j] * inv;
+  }
+}
+
+template <int D>
+void launch_tiled(const float* q, const float* k, const float* v, float* out, float* lse, int64_t B, int64_t T,
+                  int64_t H, int64_t KV, int64_t S, int64_t pos0, cudaStream_t stream) {
+  using Tl = FwdTile<D>;
+  const size_t bytes = size_t(Tl::smem_floats) * sizeof(float);
+  // Per device and cheap, so set on every call rather than cached (a cache would need one flag per device).
+  LORA_CUDA_CHECK(
+      cudaFuncSetAttribute(attention_fwd_tiled_kernel<D>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes)));
+  const dim3 grid(unsigned((T + Tl::BR - 1) / Tl::BR), unsigned(H), unsigned(B));
+  attention_fwd_tiled_kernel<D><<<grid, kTiledThreads, bytes, stream>>>(q, k, v, out, lse, int(H), int(H / KV),
+                                                                        int(KV), int(T), S, pos0,
+                                                                        1.0f / sqrtf(float(D)));
+}
+
+void launch_tiled_d(int64_t D, const float* q, const float* k, const float* v, float* out, float* lse, int64_t B,
+                    int64_t T, int64_t H, int64_t KV, int64_t S, int64_t pos0, cudaStream_t stream) {
+  switch (D) {
+    case 8: launch_tiled<8>(q, k, v, out, lse, B, T, H, KV, S, pos0, stream); break;
+    case 16: launch_tiled<16>(q, k, v, out, lse, B, T, H, KV, S, pos0, stream); break;
+    case 64: launch_tiled<64>(q, k, v, out, lse, B, T, H, KV, S, pos0, stream); break;
+    default: launch_tiled<128>(q, k, v, out, lse, B, T, H, KV, S, pos0, stream); break;
+  }
+}
+
 struct SplitPlan {
   int64_t n_split = 1;
   int64_t split_len = 0;
@@ -247,8 +465,8 @@ void check_fwd_args(const float* q, const float* k, const float* v, float* out, 
   if (!(T >= 0 && H > 0 && KV > 0 && H % KV == 0 && pos0 >= 0 && pos0 + T <= S))
     cuda_fail(cudaErrorInvalidValue, "cuda_attention_fwd: need T >= 0, H % KV == 0, pos0 >= 0, pos0 + T <= S",
               __FILE__, __LINE__);
-  if (T * H > int64_t(INT32_MAX) || S > int64_t(INT32_MAX) / (KV * D))
-    cuda_fail(cudaErrorInvalidValue, "cuda_attention_fwd: T·H or S·KV·D too large", __FILE__, __LINE__);
+  if (T * H > int64_t(INT32_MAX) || S > int64_t(INT32_MAX) / (KV * D) || H > 65535)
+    cuda_fail(cudaErrorInvalidValue, "cuda_attention_fwd: T·H, S·KV·D or H too large", __FILE__, __LINE__);
   if (T == 0) return;
   if (!q || !k || !v || !out || !aligned16(q) || !aligned16(k) || !aligned16(v) || !aligned16(out))
     cuda_fail(cudaErrorInvalidValue, "cuda_attention_fwd: q, k, v, out must be non-null and 16-byte aligned",
@@ -277,11 +495,15 @@ void launch_fwd_d(int64_t D, const float* q, const float* k, const float* v, flo
   }
 }
 
-// Queues the split path (partials into ws, then the combine), or the single pass when p.n_split == 1.
+// Queues the split path (partials into ws, then the combine) when p.n_split > 1, else the single pass:
+// tiled or one block per query (use_tiled).
 void run_fwd(const float* q, const float* k, const float* v, float* out, int64_t T, int64_t H, int64_t KV,
              int64_t D, int64_t S, int64_t pos0, const SplitPlan& p, float* ws, cudaStream_t stream) {
   if (p.n_split < 2) {
-    launch_fwd_d<FWD_OUT>(D, q, k, v, out, nullptr, 1, T, H, KV, S, pos0, 1, pos0 + T, stream);
+    if (use_tiled(T, H, pos0))
+      launch_tiled_d(D, q, k, v, out, nullptr, 1, T, H, KV, S, pos0, stream);
+    else
+      launch_fwd_d<FWD_OUT>(D, q, k, v, out, nullptr, 1, T, H, KV, S, pos0, 1, pos0 + T, stream);
     LORA_CUDA_CHECK(cudaGetLastError());
     return;
   }
@@ -368,14 +590,18 @@ void cuda_attention_train_fwd(const float* q, const float* k, const float* v, fl
   if (!(B >= 0 && T >= 0 && H > 0 && KV > 0 && H % KV == 0))
     cuda_fail(cudaErrorInvalidValue, "cuda_attention_train_fwd: need B >= 0, T >= 0, H % KV == 0", __FILE__,
               __LINE__);
-  if (B > 65535 || T * H > int64_t(INT32_MAX) || T > int64_t(INT32_MAX) / (KV * D))
-    cuda_fail(cudaErrorInvalidValue, "cuda_attention_train_fwd: B, T·H or T·KV·D too large", __FILE__, __LINE__);
+  if (B > 65535 || H > 65535 || T * H > int64_t(INT32_MAX) || T > int64_t(INT32_MAX) / (KV * D))
+    cuda_fail(cudaErrorInvalidValue, "cuda_attention_train_fwd: B, H, T·H or T·KV·D too large", __FILE__, __LINE__);
   if (B == 0 || T == 0) return;
   if (!q || !k || !v || !out || !lse || !aligned16(q) || !aligned16(k) || !aligned16(v) || !aligned16(out))
     cuda_fail(cudaErrorInvalidValue,
               "cuda_attention_train_fwd: q, k, v, out, lse must be non-null (q, k, v, out 16-byte aligned)", __FILE__,
               __LINE__);
-  launch_fwd_d<FWD_OUT_LSE>(D, q, k, v, out, lse, B, T, H, KV, /*S=*/T, /*pos0=*/0, 1, T, stream);
+  // The path cuda_attention_fwd takes for (T, pos0 = 0, S = T): never split (that needs T·H < 512 <= T).
+  if (use_tiled(T, H, 0))
+    launch_tiled_d(D, q, k, v, out, lse, B, T, H, KV, /*S=*/T, /*pos0=*/0, stream);
+  else
+    launch_fwd_d<FWD_OUT_LSE>(D, q, k, v, out, lse, B, T, H, KV, /*S=*/T, /*pos0=*/0, 1, T, stream);
   LORA_CUDA_CHECK(cudaGetLastError());
 }
 

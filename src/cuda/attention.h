@@ -5,7 +5,8 @@
 // pos0+T-1; k, v (S, KV, D) hold positions 0 .. pos0+T-1 (S >= pos0 + T; rows beyond are never read,
 // they may hold garbage); out (T, H, D). Query t attends to keys 0 .. pos0+t; scale 1/sqrt(D); query head
 // h reads kv head h / (H / KV). Softmax in f32 with a running max (online softmax over blocks of keys),
-// so no (T, S) score matrix exists.
+// so no (T, S) score matrix exists. Decode and short T run one block per query (split-K when the context
+// is long), prefill (T >= 32, pos0 <= T or many heads) runs flash-attention tiles of queries x keys.
 //
 // Training, same contract as Ops::attention_train_fwd / attention_bwd: B independent rows of T tokens at
 // positions 0 .. T-1; q, out (B, T, H, D), k, v (B, T, KV, D), lse (B, T, H).
@@ -42,8 +43,8 @@ void cuda_attention_fwd_ws(const float* q, const float* k, const float* v, float
                            cudaStream_t stream);
 
 // Training forward: out (B, T, H, D) and lse (B, T, H) = natural log-sum-exp of each query's scaled scores
-// over keys 0 .. t of its row. Runs the inference kernel (pos0 = 0, one block per (b, t, h)), so each
-// row's output is bit-identical to cuda_attention_fwd's on that row. B <= 65535.
+// over keys 0 .. t of its row. Runs the kernel cuda_attention_fwd picks for (T, pos0 = 0, S = T) with a
+// batch index, so each row's output is bit-identical to cuda_attention_fwd's on that row. B, H <= 65535.
 void cuda_attention_train_fwd(const float* q, const float* k, const float* v, float* out, float* lse, int64_t B,
                               int64_t T, int64_t H, int64_t KV, int64_t D, cudaStream_t stream);
 

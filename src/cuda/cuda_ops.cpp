@@ -6,6 +6,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <cstring>
 #include <map>
 #include <vector>
@@ -82,22 +83,32 @@ void mem_zero(void* p, size_t n) {
   LORA_CUDA_CHECK(cudaMemsetAsync(p, 0, n, g_mem_dev->stream));
 }
 
-// A device buffer that grows to the largest request (stream-ordered: the old one is freed after the
-// work queued before the growth).
+// A device buffer that grows to the largest request. A grown-out buffer is kept until the backend is
+// destroyed, not freed: a recorded CUDA graph may still refer to it. Growth happens in a shape's first
+// (eager) step, never while recording.
 struct Scratch {
   void* p = nullptr;
   size_t n = 0;
+  std::vector<void*> retired;
   void* get(size_t bytes, cudaStream_t s) {
     if (bytes <= n) return p;
-    if (p) {
-      count_free(p);
-      LORA_CUDA_CHECK(cudaFreeAsync(p, s));
-    }
+    if (p) retired.push_back(p);
     bytes = std::max(bytes, n + n / 2);
     LORA_CUDA_CHECK(cudaMallocAsync(&p, bytes, s));
     count_alloc(p, bytes);
     n = bytes;
     return p;
+  }
+  void release() {
+    retired.push_back(p);
+    for (void* q : retired)
+      if (q) {
+        count_free(q);
+        (void)cudaFree(q);
+      }
+    retired.clear();
+    p = nullptr;
+    n = 0;
   }
 };
 
@@ -110,11 +121,9 @@ class CudaOps final : public Ops {
     if (g_mem_dev == dev_.get()) {
       (void)cudaStreamSynchronize(dev_->stream);
     }
+    for (auto& [k, g] : graphs_) (void)cudaGraphExecDestroy(g);
     for (auto* s : {&x_bf16_, &g_bf16_, &lora_u_, &lora_g_, &lora_drop_, &lora_t_, &lora_den_, &opt_table_})
-      if (s->p) {
-        count_free(s->p);
-        (void)cudaFree(s->p);
-      }
+      s->release();
     for (auto& [k, v] : rope_) {
       (void)cudaFree(v.cos);
       (void)cudaFree(v.sin);
@@ -126,6 +135,35 @@ class CudaOps final : public Ops {
   cudaStream_t st() const { return dev_->stream; }
 
   void sync() override { cuda_device_sync(*dev_); }
+
+  bool supports_graphs() const override { return !std::getenv("LORA_NO_CUDA_GRAPHS"); }
+  bool graph_capture_begin() override {
+    if (!supports_graphs()) return false;
+    LORA_CUDA_CHECK(cudaStreamBeginCapture(st(), cudaStreamCaptureModeRelaxed));
+    return true;
+  }
+  void graph_capture_end(uint64_t key) override {
+    cudaGraph_t g = nullptr;
+    LORA_CUDA_CHECK(cudaStreamEndCapture(st(), &g));
+    cudaGraphExec_t e = nullptr;
+    LORA_CUDA_CHECK(cudaGraphInstantiate(&e, g, 0));
+    LORA_CUDA_CHECK(cudaGraphDestroy(g));
+    if (auto it = graphs_.find(key); it != graphs_.end()) (void)cudaGraphExecDestroy(it->second);
+    graphs_[key] = e;
+  }
+  void graph_drop(uint64_t key) override {
+    auto it = graphs_.find(key);
+    if (it == graphs_.end()) return;
+    (void)cudaStreamSynchronize(st());
+    (void)cudaGraphExecDestroy(it->second);
+    graphs_.erase(it);
+  }
+  bool graph_launch(uint64_t key) override {
+    auto it = graphs_.find(key);
+    if (it == graphs_.end()) return false;
+    LORA_CUDA_CHECK(cudaGraphLaunch(it->second, st()));
+    return true;
+  }
 
   void embedding_fwd(const int32_t* ids, int64_t n, const Tensor& table, Tensor& out) override {
     require(table.ndim == 2 && out.numel() == n * table.dim(1), "embedding shapes");
@@ -305,10 +343,10 @@ class CudaOps final : public Ops {
 
   // ---- loss and optimizer ----
 
-  void xent_fwd_bwd(Tensor& logits, const int32_t* targets, const float* mask, float dscale, bool grad,
+  void xent_fwd_bwd(Tensor& logits, const int32_t* targets, const float* mask, const float* dscale, bool grad,
                     float* row_loss) override {
     const int64_t V = logits.dim(-1), R = logits.numel() / V;
-    cuda_xent_fwd_bwd(logits.f32(), R, V, targets, mask, dscale, grad, row_loss, st());
+    cuda_xent_fwd_bwd(logits.f32(), R, V, targets, mask, 1.0f, grad, row_loss, st(), dscale);
   }
 
   void optimizer_update(const OptimizerSlot* slots, int64_t n, const OptimizerStep& s) override {
@@ -359,6 +397,7 @@ class CudaOps final : public Ops {
   Scratch x_bf16_, g_bf16_, lora_u_, lora_g_, lora_drop_, lora_t_, lora_den_, opt_table_;
   std::vector<CudaOptTensor> table_host_;
   std::map<std::pair<const void*, int64_t>, RopeDev> rope_;
+  std::map<uint64_t, cudaGraphExec_t> graphs_;
 };
 
 }  // namespace

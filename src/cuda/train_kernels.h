@@ -30,8 +30,10 @@ namespace lora {
 // then c subtracted at the target, c = mask · dscale in f32. mask may be null (every row 1). A row with
 // mask 0, or whose target is outside [0, V) (the caller validates targets on the host; a bad one is
 // treated as masked), gets row_loss 0 and, when grad, a zero gradient row. V up to 2^31 - 1.
+// dscale_dev (device, one float), when non-null, replaces dscale: a value that changes between replays of a
+// recorded CUDA graph must be read from memory.
 void cuda_xent_fwd_bwd(float* logits, int64_t R, int64_t V, const int32_t* targets, const float* mask, float dscale,
-                       bool grad, float* row_loss, cudaStream_t stream);
+                       bool grad, float* row_loss, cudaStream_t stream, const float* dscale_dev = nullptr);
 
 // ---- optimizer (optimizer.cu) ----
 

@@ -48,7 +48,8 @@ __device__ __forceinline__ float xent_grad(float x, float lsef, float c, bool is
 
 template <bool kVec4>
 __global__ void xent_kernel(float* __restrict__ logits, int64_t V, const int32_t* __restrict__ targets,
-                            const float* __restrict__ mask, float dscale, bool grad, float* __restrict__ row_loss) {
+                            const float* __restrict__ mask, float dscale, const float* __restrict__ dscale_dev,
+                            bool grad, float* __restrict__ row_loss) {
   __shared__ float shf[32];
   __shared__ double shd[32];
   const int64_t r = blockIdx.x;
@@ -95,7 +96,7 @@ __global__ void xent_kernel(float* __restrict__ logits, int64_t V, const int32_t
   if (tid == 0) row_loss[r] = float(double(mk) * (lse - double(xt)));
   if (!grad) return;
 
-  const float c = mk * dscale;
+  const float c = mk * (dscale_dev ? *dscale_dev : dscale);
   const float lsef = float(lse);
   if constexpr (kVec4) {
     for (int64_t j = tid; j < V4; j += nt) {
@@ -115,7 +116,7 @@ __global__ void xent_kernel(float* __restrict__ logits, int64_t V, const int32_t
 }  // namespace
 
 void cuda_xent_fwd_bwd(float* logits, int64_t R, int64_t V, const int32_t* targets, const float* mask, float dscale,
-                       bool grad, float* row_loss, cudaStream_t stream) {
+                       bool grad, float* row_loss, cudaStream_t stream, const float* dscale_dev) {
   if (R < 0 || V < 0 || R > int64_t(0x7fffffff) || V > int64_t(0x7fffffff))
     cuda_fail(cudaErrorInvalidValue, "cuda_xent_fwd_bwd: negative or too large size", __FILE__, __LINE__);
   if (R == 0) return;
@@ -127,9 +128,9 @@ void cuda_xent_fwd_bwd(float* logits, int64_t R, int64_t V, const int32_t* targe
   const unsigned threads = unsigned(want < 32 ? 32 : (want > kMaxThreads ? kMaxThreads : want));
   const dim3 grid(static_cast<unsigned>(R));
   if (vec4)
-    xent_kernel<true><<<grid, threads, 0, stream>>>(logits, V, targets, mask, dscale, grad, row_loss);
+    xent_kernel<true><<<grid, threads, 0, stream>>>(logits, V, targets, mask, dscale, dscale_dev, grad, row_loss);
   else
-    xent_kernel<false><<<grid, threads, 0, stream>>>(logits, V, targets, mask, dscale, grad, row_loss);
+    xent_kernel<false><<<grid, threads, 0, stream>>>(logits, V, targets, mask, dscale, dscale_dev, grad, row_loss);
   LORA_CUDA_CHECK(cudaGetLastError());
 }
 

@@ -27,6 +27,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -37,6 +38,10 @@
 namespace lora {
 
 namespace {
+
+// Graph-recording backends see T rounded up to a multiple of this, so that one recording serves every
+// batch of a length bucket (PEFT + torch.compile pads to 32 the same way).
+constexpr int64_t kGraphBucket = 32;
 
 // Carves tensors out of an Arena, or (arena == nullptr) only counts the bytes they need.
 struct Carver {
@@ -88,10 +93,18 @@ struct TrainSession::Impl {
 
   // Carved per step by layout().
   int64_t B = 0, T = 0, N = 0;
-  int32_t* pos = nullptr;  // (N)  positions, inputs, targets, mask: the batch in backend memory
+  // The batch in backend memory, one contiguous block uploaded by one copy: positions, inputs, targets
+  // (N each, int32), mask (N, f32), dscale (1, f32: 1 / the gradient's denominator).
+  int32_t* pos = nullptr;
   int32_t* inputs = nullptr;
   int32_t* targets = nullptr;
   float* mask = nullptr;
+  float* dscale_dev = nullptr;
+  std::vector<int32_t> staging;  // host side of that block
+  // Recorded steps (backends with graphs): uses per (B, T, train), recorded on the second use.
+  std::map<uint64_t, int> graph_uses;
+  bool graphs = false;   // the backend records, and the session pads T to kGraphBucket
+  int64_t plan_len = 0;  // o.max_len, rounded up to the bucket when graphs are on
   float* row_loss = nullptr;  // (N) per-row losses of the head
   std::vector<float> row_loss_host;
   Tensor x, dx;            // (N, C) residual stream and its gradient
@@ -119,13 +132,19 @@ struct TrainSession::Impl {
                c.n_layers);
     LORA_CHECK(o.max_batch >= 1 && o.max_len >= 1, "bad train session size {} x {}", o.max_batch, o.max_len);
     full = a.cfg.type == FT_FULL;
-    rope = rope_table_make(c.head_dim, o.max_len, c.rope_theta, &c.rope_scaling);
+    graphs = o.graphs && ops.supports_graphs();
+    plan_len = graphs ? (o.max_len + kGraphBucket - 1) / kGraphBucket * kGraphBucket : o.max_len;
+    rope = rope_table_make(c.head_dim, plan_len, c.rope_theta, &c.rope_scaling);
     Carver count;
-    layout(count, o.max_batch, o.max_len, true);
+    layout(count, o.max_batch, plan_len, true);
     Carver count_fwd;
-    layout(count_fwd, o.max_batch, o.max_len, false);
+    layout(count_fwd, o.max_batch, plan_len, false);
     planned = std::max(count.bytes, count_fwd.bytes);
     arena = Arena(planned, ops.device());
+  }
+
+  ~Impl() {
+    for (const auto& [key, uses] : graph_uses) ops.graph_drop(key);
   }
 
   int64_t trainable_layers() const { return m.cfg.n_layers - a.first_layer; }
@@ -172,10 +191,11 @@ struct TrainSession::Impl {
     B = b;
     T = t;
     N = b * t;
-    pos = cv.i32(N);
-    inputs = cv.i32(N);
-    targets = cv.i32(N);
-    mask = cv.f32_raw(N);
+    pos = cv.i32(4 * N + 1);
+    inputs = pos ? pos + N : nullptr;
+    targets = pos ? pos + 2 * N : nullptr;
+    mask = pos ? reinterpret_cast<float*>(pos + 3 * N) : nullptr;
+    dscale_dev = pos ? reinterpret_cast<float*>(pos + 4 * N) : nullptr;
     row_loss = cv.f32_raw(N);
     x = cv.f32({N, C});
     tmp = cv.f32({N, C});
@@ -204,28 +224,73 @@ struct TrainSession::Impl {
     }
   }
 
-  void begin(const TrainBatchView& bv, bool train) {
+  // Checks the batch, carves the buffers for it and uploads it. pad: round T up to the graph bucket (the
+  // extra positions are masked padding at the end of each row, which causal attention keeps out of the
+  // real ones, so the loss and gradients are those of the unpadded batch).
+  void begin(const TrainBatchView& bv, bool train, float dscale, bool pad) {
     LORA_CHECK(bv.B >= 1 && bv.T >= 1 && bv.B <= o.max_batch && bv.T <= o.max_len,
                "batch ({}, {}) exceeds the planned ({}, {})", bv.B, bv.T, o.max_batch, o.max_len);
-    arena.reset();
-    Carver cv{&arena};
-    layout(cv, bv.B, bv.T, train);
     const ModelConfig& c = m.cfg;
-    token_ids_check(bv.inputs, N, c.vocab);
-    for (int64_t i = 0; i < N; ++i)
+    const int64_t n_in = bv.B * bv.T;
+    token_ids_check(bv.inputs, n_in, c.vocab);
+    for (int64_t i = 0; i < n_in; ++i)
       if (bv.mask[i] != 0.0f && (bv.targets[i] < 0 || bv.targets[i] >= c.vocab))
         fail_input("batch targets",
                    "target id " + std::to_string(bv.targets[i]) + " is outside the vocabulary [0, " +
                        std::to_string(c.vocab) + ")",
                    "the data must be tokenized with this model's tokenizer");
-    std::vector<int32_t> host_pos(static_cast<size_t>(N));
-    for (int64_t i = 0; i < N; ++i) host_pos[size_t(i)] = int32_t(i % T);
-    const Device dev = ops.device();
-    const size_t n4 = size_t(N) * 4;
-    device_copy(pos, dev, host_pos.data(), DEVICE_CPU, n4);
-    device_copy(inputs, dev, bv.inputs, DEVICE_CPU, n4);
-    device_copy(targets, dev, bv.targets, DEVICE_CPU, n4);
-    device_copy(mask, dev, bv.mask, DEVICE_CPU, n4);
+    const int64_t Tp = pad ? (bv.T + kGraphBucket - 1) / kGraphBucket * kGraphBucket : bv.T;
+    arena.reset();
+    Carver cv{&arena};
+    layout(cv, bv.B, Tp, train);
+    staging.assign(size_t(4 * N + 1), 0);
+    int32_t* hp = staging.data();
+    float* hm = reinterpret_cast<float*>(hp + 3 * N);
+    for (int64_t b = 0; b < B; ++b)
+      for (int64_t t = 0; t < T; ++t) {
+        const int64_t i = b * T + t;
+        hp[i] = int32_t(t);
+        if (t >= bv.T) continue;  // padding: id 0, target 0, mask 0
+        hp[N + i] = bv.inputs[b * bv.T + t];
+        hp[2 * N + i] = bv.targets[b * bv.T + t];
+        hm[i] = bv.mask[b * bv.T + t];
+      }
+    std::memcpy(hp + 4 * N, &dscale, sizeof(float));
+    device_copy(pos, ops.device(), hp, DEVICE_CPU, staging.size() * sizeof(int32_t));
+  }
+
+  // Forward (and backward) of the carved batch.
+  void compute(bool train, int64_t step) {
+    const ModelConfig& c = m.cfg;
+    const float eps = float(c.rms_eps);
+    forward_blocks(train, step);
+    ops.rmsnorm_fwd(x, m.out_norm, eps, xf);
+    for (int64_t r0 = 0; r0 < N; r0 += head_rows) {
+      const int64_t r1 = std::min(N, r0 + head_rows);
+      Tensor xc = xf.slice_rows(r0, r1);
+      Tensor lg = logits.slice_rows(0, r1 - r0);
+      ops.linear_fwd(xc, m.lm_head, nullptr, lg);
+      ops.xent_fwd_bwd(lg, targets + r0, mask + r0, dscale_dev, train, row_loss + r0);
+      if (train) {
+        Tensor dxc = dxf.slice_rows(r0, r1);
+        ops.linear_bwd(xc, m.lm_head, lg, &dxc, false, nullptr, nullptr, nullptr, nullptr);
+      }
+    }
+    if (!train) return;
+    tensor_zero(dx);
+    ops.rmsnorm_bwd(x, m.out_norm, eps, dxf, dx, nullptr);
+    for (int64_t l = c.n_layers - 1; l >= a.first_layer; --l) {
+      set_operands(l, step, true);
+      BlockAct& s = saved[size_t(l - a.first_layer)];
+      const bool bottom = l == a.first_layer;
+      if (o.grad_checkpoint) {
+        tensor_copy(x, s.x_in);
+        block_fwd(l, work, true);
+        block_bwd(l, work, bottom);
+      } else {
+        block_bwd(l, s, bottom);
+      }
+    }
   }
 
   void set_operands(int64_t l, int64_t step, bool dropout_on) {
@@ -327,9 +392,8 @@ struct TrainSession::Impl {
   }
 
   // Embedding and every block forward. train: trainable blocks save their activations.
-  void forward_blocks(const TrainBatchView& bv, bool train, int64_t step) {
+  void forward_blocks(bool train, int64_t step) {
     const ModelConfig& c = m.cfg;
-    (void)bv;
     ops.embedding_fwd(inputs, N, m.tok_embd, x);
     for (int64_t l = 0; l < c.n_layers; ++l) {
       const bool trainable = l >= a.first_layer;
@@ -349,45 +413,34 @@ struct TrainSession::Impl {
   }
 
   LossResult run(const TrainBatchView& bv, bool train, int64_t step, double grad_denominator) {
-    begin(bv, train);
-    const ModelConfig& c = m.cfg;
-    const float eps = float(c.rms_eps);
     LossResult res;
     double msum = 0;
-    for (int64_t i = 0; i < N; ++i) msum += bv.mask[i];
+    for (int64_t i = 0; i < bv.B * bv.T; ++i) msum += bv.mask[i];
     res.n_targets = int64_t(std::llround(msum));
     const double denom = grad_denominator > 0 ? grad_denominator : double(res.n_targets);
     const float dscale = denom > 0 ? float(1.0 / denom) : 0.0f;
-
-    forward_blocks(bv, train, step);
-    ops.rmsnorm_fwd(x, m.out_norm, eps, xf);
-    for (int64_t r0 = 0; r0 < N; r0 += head_rows) {
-      const int64_t r1 = std::min(N, r0 + head_rows);
-      Tensor xc = xf.slice_rows(r0, r1);
-      Tensor lg = logits.slice_rows(0, r1 - r0);
-      ops.linear_fwd(xc, m.lm_head, nullptr, lg);
-      ops.xent_fwd_bwd(lg, targets + r0, mask + r0, dscale, train, row_loss + r0);
-      if (train) {
-        Tensor dxc = dxf.slice_rows(r0, r1);
-        ops.linear_bwd(xc, m.lm_head, lg, &dxc, false, nullptr, nullptr, nullptr, nullptr);
-      }
+    // Dropout masks depend on the step (kernel arguments a recording would freeze): run those eagerly.
+    const bool record = graphs && !(train && a.cfg.dropout > 0);
+    begin(bv, train, dscale, graphs);
+    if (!record) {
+      compute(train, step);
+      return finish(res);
     }
-    if (!train) return finish(res);
-
-    tensor_zero(dx);
-    ops.rmsnorm_bwd(x, m.out_norm, eps, dxf, dx, nullptr);
-    for (int64_t l = c.n_layers - 1; l >= a.first_layer; --l) {
-      set_operands(l, step, true);
-      BlockAct& s = saved[size_t(l - a.first_layer)];
-      const bool bottom = l == a.first_layer;
-      if (o.grad_checkpoint) {
-        tensor_copy(x, s.x_in);
-        block_fwd(l, work, true);
-        block_bwd(l, work, bottom);
+    // The first use of a shape runs eagerly (it also grows the backend's scratch to its final size),
+    // the second records, every later one replays.
+    const uint64_t key = (uint64_t(reinterpret_cast<uintptr_t>(this)) * 0x9E3779B97F4A7C15ull) ^
+                         (uint64_t(B) << 48) ^ (uint64_t(T) << 8) ^ uint64_t(train);
+    int& uses = graph_uses[key];
+    if (uses == 0 || !(ops.graph_launch(key))) {
+      if (uses > 0 && ops.graph_capture_begin()) {
+        compute(train, step);
+        ops.graph_capture_end(key);
+        ops.graph_launch(key);
       } else {
-        block_bwd(l, s, bottom);
+        compute(train, step);
       }
     }
+    ++uses;
     return finish(res);
   }
 
@@ -413,8 +466,8 @@ LossResult TrainSession::loss(const TrainBatchView& b) { return impl_->run(b, fa
 
 void TrainSession::logits(const TrainBatchView& b, float* out) {
   Impl& s = *impl_;
-  s.begin(b, false);
-  s.forward_blocks(b, false, 0);
+  s.begin(b, false, 0.0f, /*pad=*/false);
+  s.forward_blocks(false, 0);
   const ModelConfig& c = s.m.cfg;
   s.ops.rmsnorm_fwd(s.x, s.m.out_norm, float(c.rms_eps), s.xf);
   if (s.ops.device() == DEVICE_CPU) {

@@ -33,6 +33,9 @@ struct TrainSessionOptions {
   int64_t max_len = 2048;  // T
   bool grad_checkpoint = false;
   uint64_t dropout_seed = 0;  // LoRA dropout mask stream (counter-based: resumable)
+  // Record each step shape once and replay it (CUDA graphs) on backends that can: T is padded to a
+  // multiple of 32 there. Steps with LoRA dropout always run eagerly.
+  bool graphs = true;
 };
 
 class TrainSession {

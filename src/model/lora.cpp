@@ -132,6 +132,10 @@ int64_t Adapter::n_trainable() const {
 }
 
 void Adapter::zero_grad() {
+  if (grad_block) {
+    device_zero(grad_block.get(), params[0].grad.t.device, grad_block_bytes);
+    return;
+  }
   for (auto& p : params) tensor_zero(p.grad.t);
 }
 
@@ -139,9 +143,16 @@ void adapter_to_device(Adapter& a, Device dev) {
   if (a.params.empty() || a.params[0].value.t.device == dev) return;
   // Old data pointer -> new tensor, for every value and grad, so the views can be re-pointed.
   std::map<const void*, Tensor> moved;
-  auto move = [&](OwnedTensor& o) {
+  // Two blocks, values and grads, each param 256-byte aligned inside.
+  auto padded = [](const OwnedTensor& o) { return (size_t(o.t.nbytes()) + 255) / 256 * 256; };
+  size_t total = 0;
+  for (const TrainParam& p : a.params) total += padded(p.value);
+  std::shared_ptr<void> values = device_alloc(dev, total), grads = device_alloc(dev, total);
+  size_t off_v = 0, off_g = 0;
+  auto move = [&](OwnedTensor& o, std::shared_ptr<void>& block, size_t& off) {
     OwnedTensor n;
-    n.buf = device_alloc(dev, size_t(o.t.nbytes()));
+    n.buf = std::shared_ptr<void>(block, static_cast<char*>(block.get()) + off);
+    off += padded(o);
     n.t = o.t;
     n.t.data = n.buf.get();
     n.t.device = dev;
@@ -150,9 +161,11 @@ void adapter_to_device(Adapter& a, Device dev) {
     o = std::move(n);
   };
   for (TrainParam& p : a.params) {
-    move(p.value);
-    move(p.grad);
+    move(p.value, values, off_v);
+    move(p.grad, grads, off_g);
   }
+  a.grad_block = grads;
+  a.grad_block_bytes = total;
   auto repoint = [&](Tensor& t) {
     if (!t.defined()) return;
     auto it = moved.find(t.data);

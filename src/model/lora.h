@@ -70,6 +70,10 @@ struct Adapter {
   // first_layer are empty) with their gradients.
   std::vector<LayerWeights> full, full_grad;
 
+  // On a GPU (adapter_to_device) every grad lives in one block, so zero_grad() is one memset.
+  std::shared_ptr<void> grad_block;
+  size_t grad_block_bytes = 0;
+
   int64_t n_trainable() const;  // number of fp32 trainable values
   void zero_grad();
 };

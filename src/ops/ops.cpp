@@ -81,7 +81,7 @@ double Ops::xent_fwd_bwd(Tensor& logits, const int32_t* targets, const float* ma
   LORA_CHECK(device() == DEVICE_CPU, "the summing xent_fwd_bwd is for host backends");
   const int64_t V = logits.dim(-1), n = V ? logits.numel() / V : 0;
   std::vector<float> rows(static_cast<size_t>(n));
-  xent_fwd_bwd(logits, targets, mask, dscale, grad, rows.data());
+  xent_fwd_bwd(logits, targets, mask, &dscale, grad, rows.data());
   double total = 0;
   for (float r : rows) total += double(r);
   return total;

@@ -144,9 +144,10 @@ class Ops {
   // Softmax cross-entropy fused with its gradient, for one chunk of rows: logits (N, V) f32.
   // row_loss (N) receives mask · (logsumexp(logits) - logits[target]) per row (computed in at least f32
   // with a max-subtracted sum; the caller sums the rows in double). When grad, logits is overwritten by
-  // dlogits = (softmax - onehot(target)) · mask · dscale. Targets outside [0, V): lora::Error on the CPU
-  // backends; the model checks them on the host first (see "Memory" above).
-  virtual void xent_fwd_bwd(Tensor& logits, const int32_t* targets, const float* mask, float dscale, bool grad,
+  // dlogits = (softmax - onehot(target)) · mask · (*dscale). dscale points to one float in backend memory
+  // (so a recorded CUDA graph reads the current batch's value). Targets outside [0, V): lora::Error on the
+  // CPU backends; the model checks them on the host first (see "Memory" above).
+  virtual void xent_fwd_bwd(Tensor& logits, const int32_t* targets, const float* mask, const float* dscale, bool grad,
                             float* row_loss) = 0;
   // Host backends only: the same, returning Σ row_loss in double (tests and tools).
   double xent_fwd_bwd(Tensor& logits, const int32_t* targets, const float* mask, float dscale, bool grad);
@@ -158,6 +159,18 @@ class Ops {
 
   // Waits for every queued op (no-op on the CPU).
   virtual void sync() {}
+
+  // Recorded op sequences (CUDA graphs), so that a step of many small ops is not bound by launch overhead.
+  // graph_capture_begin() starts recording the ops queued next instead of running them (false: this
+  // backend does not record, run the ops eagerly); graph_capture_end(key) stores the recording under key;
+  // graph_launch(key) runs it (false when there is none). A recording replays the same ops on the same
+  // memory: inputs that change between replays must be written into that memory before the launch.
+  virtual bool supports_graphs() const { return false; }
+  virtual bool graph_capture_begin() { return false; }
+  virtual void graph_capture_end(uint64_t key) { (void)key; }
+  virtual bool graph_launch(uint64_t key) { (void)key; return false; }
+  // Frees a recording (its owner's memory is going away; a later recording may reuse the key).
+  virtual void graph_drop(uint64_t key) { (void)key; }
 };
 
 // lora::Error naming the first id outside [0, V) (user input: a prompt or a dataset).

@@ -9,7 +9,8 @@
 //   - a TinyLlama-sized case (B = 8, T = 256, H = 32, KV = 4, D = 64) chaining the CUDA forward into the
 //     CUDA backward, vs the reference, with timings printed; and T = 2048 vs the fast CPU backend;
 //   - split-K decode (cuda_attention_fwd and cuda_attention_fwd_ws) vs reference attention_fwd at contexts
-//     long enough to split, including early queries whose last splits are empty and NaN cache tails.
+//     long enough to split, including early queries whose last splits are empty and NaN cache tails, with
+//     the single-pass fallback (per query or tiled) of each case, and chunks after a long context.
 // Every output buffer starts as NaN, so an element left unwritten fails. Without a GPU the device tests
 // skip with a message; the precondition checks still run.
 #include <gtest/gtest.h>
@@ -314,7 +315,8 @@ TEST_F(CudaAttentionTrain, BackwardSingleKeyIsExact) {
     for (int64_t g = 0; g < c.KV; ++g)
       for (int64_t e = 0; e < c.D; ++e) {
         const size_t kvi = size_t((b * c.KV + g) * c.D + e);
-        const float want = in.dout[size_t((b * c.H + 2 * g) * c.D + e)] + in.dout[size_t((b * c.H + 2 * g + 1) * c.D + e)];
+        const float want =
+            in.dout[size_t((b * c.H + 2 * g) * c.D + e)] + in.dout[size_t((b * c.H + 2 * g + 1) * c.D + e)];
         EXPECT_EQ(dv[kvi], want) << "dv b=" << b << " g=" << g << " d=" << e;
         EXPECT_EQ(out[size_t((b * c.H + 2 * g) * c.D + e)], in.v[kvi]);
         // dS = dP - delta = Σ dout·v - Σ dout·out: both f32 sums of the same products in different orders.
@@ -429,23 +431,30 @@ double check_decode(CudaDevice& dev, const DecodeCase& c, uint32_t seed) {
 class CudaAttentionSplit : public CudaAttentionTrain {};
 
 TEST_F(CudaAttentionSplit, DecodeMatchesReference) {
-  const DecodeCase cases[] = {
-      {1, 511, 512, 32, 4, 64},      // just long enough to split in two
-      {1, 1000, 1500, 9, 3, 64},     // SmolLM2 heads, NaN tail
-      {1, 4095, 4100, 32, 4, 64},    // TinyLlama decode
-      {1, 8191, 8192, 32, 8, 128},   // Llama-3 heads, full 8k cache
-      {1, 300, 301, 8, 8, 64},       // too short to split: the single pass
-      {3, 700, 710, 4, 2, 16},       // a few queries
-      {5, 4000, 4005, 2, 1, 128},    // a few queries, one kv head
-      {1, 2000, 2001, 1, 1, 8},      // one head: the most splits
-      {400, 200, 600, 1, 1, 8},      // early queries see only the first split: empty partials
-      {300, 250, 560, 1, 1, 64},     // same with 10 NaN rows after the live ones
+  struct Named {
+    DecodeCase c;
+    bool splits;  // what the plan should do (the cases are meant to cover both)
+  };
+  const Named cases[] = {
+      {{1, 511, 512, 32, 4, 64}, true},      // just long enough to split in two
+      {{1, 1000, 1500, 9, 3, 64}, true},     // SmolLM2 heads, NaN tail
+      {{1, 4095, 4100, 32, 4, 64}, true},    // TinyLlama decode
+      {{1, 8191, 8192, 32, 8, 128}, true},   // Llama-3 heads, full 8k cache
+      {{1, 300, 301, 8, 8, 64}, false},      // too short to split: the single pass
+      {{3, 700, 710, 4, 2, 16}, true},       // a few queries
+      {{5, 4000, 4005, 2, 1, 128}, true},    // a few queries, one kv head
+      {{1, 2000, 2001, 1, 1, 8}, true},      // one head: the most splits
+      {{400, 200, 600, 1, 1, 8}, true},      // early queries see only the first split: empty partials
+      {{300, 250, 560, 1, 1, 64}, true},     // same with 10 NaN rows after the live ones
+      {{40, 3000, 3050, 4, 2, 64}, true},    // a short chunk after a long context, few heads
+      {{256, 1000, 1300, 64, 8, 16}, false}, // a chunk after a context longer than itself, tiled (4 x 64 blocks)
   };
   double worst = 0;
   uint32_t seed = 900;
-  for (const DecodeCase& c : cases) {
-    EXPECT_EQ(cuda_attention_fwd_workspace_floats(c.T, c.H, c.D, c.pos0) > 0, c.pos0 != 300)
-        << "T=" << c.T << " pos0=" << c.pos0 << ": split plan changed; update the cases";
+  for (const Named& n : cases) {
+    const DecodeCase& c = n.c;
+    EXPECT_EQ(cuda_attention_fwd_workspace_floats(c.T, c.H, c.D, c.pos0) > 0, n.splits)
+        << "T=" << c.T << " pos0=" << c.pos0 << " H=" << c.H << ": split plan changed; update the cases";
     worst = std::max(worst, check_decode(*dev_, c, seed += 3));
   }
   std::printf("  split-K decode: max |err| / kCudaAttention = %.3g\n", worst);
