@@ -74,8 +74,7 @@ inline constexpr double kCudaBf16Grad = 0.1;     // |Δ| / max |want| per adapte
 inline constexpr double kCudaStepsLoss = 1e-5;    // relative, every step's loss (as kGoldenStepsLoss)
 inline constexpr double kCudaStepsParams = 3e-4;  // final params |Δ| / max |want| (as kGoldenStepsParams)
 // PEFT parity (test_cuda_peft_parity, tools/peft_parity.py): the same bf16 model file and LoRA initialisation in
-// transformers + PEFT (bf16 activations, fp32 adapter) and in ours (f32 activations, bf16 GEMM inputs). PROVISIONAL
-// until measured on the GPU machine.
-inline constexpr double kPeftParityLogitsBf16 = 0.05;  // |Δ| / (1 + |want|), logits of batch 0
-inline constexpr double kPeftParityLossBf16 = 2e-3;    // relative, each of 10 Adam steps' loss
+// transformers + PEFT (bf16 activations, fp32 adapter) and in ours (f32 activations, bf16 GEMM inputs), 22 layers.
+inline constexpr double kPeftParityLogitsBf16 = 0.25;  // |Δ| / (1 + |want|), logits of batch 0; as kGoldenLogitsBF16 (measured 0.097, H200)
+inline constexpr double kPeftParityLossBf16 = 2e-3;    // relative, each of 10 Adam steps' loss (measured 3.5e-4, H200)
 }  // namespace lora::tol
