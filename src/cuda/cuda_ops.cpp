@@ -8,7 +8,9 @@
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
+#include <deque>
 #include <map>
+#include <string>
 #include <vector>
 
 #include "core/device_mem.h"
@@ -26,6 +28,9 @@ namespace {
 // ---- DEVICE_CUDA memory functions (core/device_mem.h), bound to the most recently created context ----
 
 CudaDevice* g_mem_dev = nullptr;
+// Bumped by every copy and memset through core/device_mem.h: they may overwrite an activation whose bf16
+// copy the backend is holding (CudaOps::conv_*).
+uint64_t g_mem_writes = 0;
 // Bytes lora itself holds on the device (core/device_mem.h allocations and the backends' scratch), and
 // their peak: the counterpart of torch.cuda.max_memory_allocated (the CUDA context, cuBLASLt's
 // workspace and the kernels' small stream-ordered scratch are not counted, as PyTorch does not count
@@ -72,6 +77,7 @@ void mem_copy(void* dst, const void* src, size_t n, CopyKind kind) {
   const cudaMemcpyKind k = kind == COPY_H2D   ? cudaMemcpyHostToDevice
                            : kind == COPY_D2H ? cudaMemcpyDeviceToHost
                                               : cudaMemcpyDeviceToDevice;
+  ++g_mem_writes;
   LORA_CUDA_CHECK(cudaMemcpyAsync(dst, src, n, k, g_mem_dev->stream));
   // Host memory involved: make the copy complete before returning (the source may be reused at once,
   // the destination read at once).
@@ -80,6 +86,7 @@ void mem_copy(void* dst, const void* src, size_t n, CopyKind kind) {
 
 void mem_zero(void* p, size_t n) {
   cuda_device_use(*g_mem_dev);
+  ++g_mem_writes;
   LORA_CUDA_CHECK(cudaMemsetAsync(p, 0, n, g_mem_dev->stream));
 }
 
@@ -114,10 +121,21 @@ struct Scratch {
 
 void require(bool ok, const char* what) { LORA_CHECK(ok, "cuda ops: {}", what); }
 
+class CudaOps;
+
+// LORA_CUDA_PROFILE=1: every op is bracketed by CUDA events (recordings are off, so each op runs eagerly)
+// and a table of GPU time per op and shape goes to stderr when the backend is destroyed. The events do not
+// synchronize, so the wall time of a step still shows the launch overhead against the summed GPU time.
+struct ProfEvent {
+  std::string name;
+  cudaEvent_t a = nullptr, b = nullptr;
+};
+
 class CudaOps final : public Ops {
  public:
-  explicit CudaOps(std::unique_ptr<CudaDevice> dev) : dev_(std::move(dev)) {}
+  explicit CudaOps(std::unique_ptr<CudaDevice> dev) : dev_(std::move(dev)), prof_(std::getenv("LORA_CUDA_PROFILE")) {}
   ~CudaOps() override {
+    if (prof_) prof_report();
     if (g_mem_dev == dev_.get()) {
       (void)cudaStreamSynchronize(dev_->stream);
     }
@@ -136,9 +154,52 @@ class CudaOps final : public Ops {
 
   void sync() override { cuda_device_sync(*dev_); }
 
-  bool supports_graphs() const override { return !std::getenv("LORA_NO_CUDA_GRAPHS"); }
+  bool supports_graphs() const override { return !prof_ && !std::getenv("LORA_NO_CUDA_GRAPHS"); }
+
+  // ---- profiling (LORA_CUDA_PROFILE) ----
+  struct Scope {
+    CudaOps* o;
+    ProfEvent* e = nullptr;
+    Scope(CudaOps* ops, std::string name, bool keeps_conv = false) : o(ops) {
+      if (!keeps_conv) o->conv_forget();
+      if (!o->prof_) return;
+      o->prof_events_.push_back({std::move(name)});
+      e = &o->prof_events_.back();
+      LORA_CUDA_CHECK(cudaEventCreate(&e->a));
+      LORA_CUDA_CHECK(cudaEventCreate(&e->b));
+      LORA_CUDA_CHECK(cudaEventRecord(e->a, o->st()));
+    }
+    ~Scope() {
+      if (e) (void)cudaEventRecord(e->b, o->st());
+    }
+  };
+  void prof_report() {
+    (void)cudaStreamSynchronize(st());
+    std::map<std::string, std::pair<int64_t, double>> by;
+    double total = 0;
+    for (ProfEvent& e : prof_events_) {
+      float ms = 0;
+      if (cudaEventElapsedTime(&ms, e.a, e.b) == cudaSuccess) {
+        by[e.name].first += 1;
+        by[e.name].second += ms;
+        total += ms;
+      }
+      (void)cudaEventDestroy(e.a);
+      (void)cudaEventDestroy(e.b);
+    }
+    prof_events_.clear();
+    std::vector<std::pair<double, std::string>> rows;
+    for (auto& [n, v] : by) rows.push_back({v.second, n});
+    std::sort(rows.rbegin(), rows.rend());
+    std::fprintf(stderr, "lora cuda profile: %.3f ms of GPU time in ops\n%-44s %8s %10s %9s %6s\n", total, "op", "calls",
+                 "total ms", "avg us", "%");
+    for (auto& [ms, n] : rows)
+      std::fprintf(stderr, "%-44s %8lld %10.3f %9.2f %5.1f%%\n", n.c_str(), (long long)by[n].first, ms,
+                   1e3 * ms / double(by[n].first), 100.0 * ms / total);
+  }
   bool graph_capture_begin() override {
     if (!supports_graphs()) return false;
+    conv_forget();
     LORA_CUDA_CHECK(cudaStreamBeginCapture(st(), cudaStreamCaptureModeRelaxed));
     return true;
   }
@@ -148,6 +209,7 @@ class CudaOps final : public Ops {
     cudaGraphExec_t e = nullptr;
     LORA_CUDA_CHECK(cudaGraphInstantiate(&e, g, 0));
     LORA_CUDA_CHECK(cudaGraphDestroy(g));
+    conv_forget();
     if (auto it = graphs_.find(key); it != graphs_.end()) (void)cudaGraphExecDestroy(it->second);
     graphs_[key] = e;
   }
@@ -161,27 +223,40 @@ class CudaOps final : public Ops {
   bool graph_launch(uint64_t key) override {
     auto it = graphs_.find(key);
     if (it == graphs_.end()) return false;
+    conv_forget();
     LORA_CUDA_CHECK(cudaGraphLaunch(it->second, st()));
     return true;
   }
 
   void embedding_fwd(const int32_t* ids, int64_t n, const Tensor& table, Tensor& out) override {
+    Scope prof(this, prof_ ? "embedding_fwd" : "");
     require(table.ndim == 2 && out.numel() == n * table.dim(1), "embedding shapes");
     cuda_embedding_fwd(ids, n, table.data, table.dtype, table.dim(0), table.dim(1), out.f32(), st());
   }
 
   void rmsnorm_fwd(const Tensor& x, const Tensor& w, float eps, Tensor& y) override {
+    Scope prof(this, prof_ ? "rmsnorm_fwd" : "");
     const int64_t C = w.numel(), n = x.numel() / C;
     require(y.numel() == x.numel(), "rmsnorm shapes");
     cuda_rmsnorm_fwd(x.f32(), w.data, w.dtype, n, C, eps, y.f32(), st());
   }
 
   void rmsnorm_bwd(const Tensor& x, const Tensor& w, float eps, const Tensor& dy, Tensor& dx, Tensor* dw) override {
+    Scope prof(this, prof_ ? "rmsnorm_bwd" : "");
     const int64_t C = w.numel(), n = x.numel() / C;
     cuda_rmsnorm_bwd(x.f32(), w.data, w.dtype, n, C, eps, dy.f32(), dx.f32(), dw ? dw->f32() : nullptr, st());
   }
 
   // ---- linear ----
+
+  // The bf16 copy of the last linear input, reused while nothing has written since: q, k and v read the
+  // same normalized input, as do gate and up. Every op other than the linear forwards ends the reuse
+  // (Scope's constructor and the linear ops' outputs), as do copies and memsets (g_mem_writes) and the
+  // edges of a recording.
+  const void* conv_src_ = nullptr;
+  int64_t conv_n_ = 0;
+  uint64_t conv_writes_ = 0;
+  void conv_forget() { conv_src_ = nullptr; }
 
   // y (N, out) = alpha · x (N, in) · Wᵀ + beta · y, W (out, in) BF16 or F32.
   void gemm_xwT(const Tensor& x, const Tensor& w, float beta, Tensor& y) {
@@ -189,7 +264,12 @@ class CudaOps final : public Ops {
     require(x.numel() == N * in && y.numel() == N * out, "linear shapes");
     if (w.dtype == DTYPE_BF16) {
       void* xb = x_bf16_.get(size_t(N * in) * 2, st());
-      cuda_convert_f32_to_bf16(x.f32(), xb, N * in, st());
+      if (!(conv_src_ == x.data && conv_n_ == N * in && conv_writes_ == g_mem_writes && conv_on_)) {
+        cuda_convert_f32_to_bf16(x.f32(), xb, N * in, st());
+        conv_src_ = x.data;
+        conv_n_ = N * in;
+        conv_writes_ = g_mem_writes;
+      }
       gemm_bf16(*dev_, false, true, N, out, in, 1.0f, xb, in, w.data, in, beta, y.data, DTYPE_F32, out);
     } else {
       require(w.dtype == DTYPE_F32, "linear weights must be BF16 or F32 on CUDA (model_to_device converts)");
@@ -211,6 +291,11 @@ class CudaOps final : public Ops {
   }
 
   void linear_fwd(const Tensor& x, const Tensor& w, const Tensor* bias, Tensor& y) override {
+    Scope prof(this, prof_ ? fmt::format("linear_fwd {}x{} N={}", w.dim(0), w.dim(1), x.numel() / w.dim(1)) : "", true);
+    linear_fwd_impl(x, w, bias, y);
+  }
+  void linear_fwd_impl(const Tensor& x, const Tensor& w, const Tensor* bias, Tensor& y) {
+    if (y.data == conv_src_) conv_forget();
     gemm_xwT(x, w, 0.0f, y);
     if (bias) cuda_bias_add(y.f32(), bias->data, bias->dtype, y.numel() / w.dim(0), w.dim(0), st());
   }
@@ -225,7 +310,9 @@ class CudaOps final : public Ops {
 
   void linear_lora_fwd(const Tensor& x, const Tensor& w, const Tensor* bias, const LoraOperand* lo, LoraSaved* saved,
                        Tensor& y) override {
-    if (!lo) return linear_fwd(x, w, bias, y);
+    Scope prof(this, prof_ ? fmt::format("linear_lora_fwd {}x{}{}", w.dim(0), w.dim(1), lo ? (lo->is_dora() ? " dora" : " lora") : "") : "", true);
+    if (y.data == conv_src_) conv_forget();  // the output overwrites the held input (never in the model)
+    if (!lo) return linear_fwd_impl(x, w, bias, y);
     const int64_t out = w.dim(0), in = w.dim(1), N = x.numel() / in, r = lo->a.dim(1);
     require(lo->a.dim(0) == in && lo->b.dim(0) == r && lo->b.dim(1) == out, "lora shapes");
     const float* xd = lora_input(x, *lo);
@@ -233,7 +320,7 @@ class CudaOps final : public Ops {
                                            : static_cast<float*>(lora_u_.get(size_t(N * r) * 4, st()));
     gemm_f32(*dev_, false, false, N, r, in, 1.0f, xd, in, lo->a.f32(), r, 0.0f, u, r);  // u = drop(x) A
     if (!lo->is_dora()) {
-      linear_fwd(x, w, bias, y);
+      linear_fwd_impl(x, w, bias, y);
       gemm_f32(*dev_, false, false, N, out, r, lo->scale, u, r, lo->b.f32(), out, 1.0f, y.f32(), out);
       return;
     }
@@ -252,6 +339,7 @@ class CudaOps final : public Ops {
 
   void linear_bwd(const Tensor& x, const Tensor& w, const Tensor& dy, Tensor* dx, bool dx_accumulate, Tensor* dw,
                   Tensor* dbias, const LoraOperand* lo, const LoraSaved* saved) override {
+    Scope prof(this, prof_ ? fmt::format("linear_bwd {}x{}{}{}", w.dim(0), w.dim(1), lo ? " lora" : "", dx ? "" : " no-dx") : "");
     const int64_t out = w.dim(0), in = w.dim(1), N = dy.numel() / out;
     Tensor g = dy;
     if (lo && lo->is_dora()) {
@@ -312,44 +400,56 @@ class CudaOps final : public Ops {
   }
 
   void rope_fwd(Tensor& x, const int32_t* pos, const RopeTable& rope) override {
+    Scope prof(this, prof_ ? "rope_fwd" : "");
     const RopeDev& d = rope_dev(rope);
     cuda_rope_fwd(x.f32(), pos, x.dim(0), x.dim(1), x.dim(2), d.cos, d.sin, rope.max_pos, st());
   }
   void rope_bwd(Tensor& dx, const int32_t* pos, const RopeTable& rope) override {
+    Scope prof(this, prof_ ? "rope_bwd" : "");
     const RopeDev& d = rope_dev(rope);
     cuda_rope_bwd(dx.f32(), pos, dx.dim(0), dx.dim(1), dx.dim(2), d.cos, d.sin, rope.max_pos, st());
   }
 
   void attention_fwd(const Tensor& q, const Tensor& k, const Tensor& v, int64_t pos0, Tensor& out) override {
+    Scope prof(this, prof_ ? fmt::format("attention_fwd T={}", q.dim(0)) : "");
     cuda_attention_fwd(q.f32(), k.f32(), v.f32(), out.f32(), q.dim(0), q.dim(1), k.dim(1), q.dim(2), k.dim(0), pos0,
                        st());
   }
   void attention_train_fwd(const Tensor& q, const Tensor& k, const Tensor& v, Tensor& out, Tensor& lse) override {
+    Scope prof(this, prof_ ? "attention_train_fwd" : "");
     cuda_attention_train_fwd(q.f32(), k.f32(), v.f32(), out.f32(), lse.f32(), q.dim(0), q.dim(1), q.dim(2), k.dim(2),
                              q.dim(3), st());
   }
   void attention_bwd(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out, const Tensor& lse,
                      const Tensor& dout, Tensor& dq, Tensor& dk, Tensor& dv) override {
+    Scope prof(this, prof_ ? "attention_bwd" : "");
     cuda_attention_bwd(q.f32(), k.f32(), v.f32(), out.f32(), lse.f32(), dout.f32(), dq.f32(), dk.f32(), dv.f32(),
                        q.dim(0), q.dim(1), q.dim(2), k.dim(2), q.dim(3), st());
   }
   void swiglu_fwd(const Tensor& gate, const Tensor& up, Tensor& out) override {
+    Scope prof(this, prof_ ? "swiglu_fwd" : "");
     cuda_swiglu_fwd(gate.f32(), up.f32(), out.f32(), out.numel(), st());
   }
   void swiglu_bwd(const Tensor& gate, const Tensor& up, const Tensor& dout, Tensor& dgate, Tensor& dup) override {
+    Scope prof(this, prof_ ? "swiglu_bwd" : "");
     cuda_swiglu_bwd(gate.f32(), up.f32(), dout.f32(), dgate.f32(), dup.f32(), dout.numel(), st());
   }
-  void add_fwd(Tensor& y, const Tensor& x) override { cuda_add_fwd(y.f32(), x.f32(), y.numel(), st()); }
+  void add_fwd(Tensor& y, const Tensor& x) override {
+    Scope prof(this, prof_ ? "add_fwd" : "");
+    cuda_add_fwd(y.f32(), x.f32(), y.numel(), st());
+  }
 
   // ---- loss and optimizer ----
 
   void xent_fwd_bwd(Tensor& logits, const int32_t* targets, const float* mask, const float* dscale, bool grad,
                     float* row_loss) override {
+    Scope prof(this, prof_ ? "xent_fwd_bwd" : "");
     const int64_t V = logits.dim(-1), R = logits.numel() / V;
     cuda_xent_fwd_bwd(logits.f32(), R, V, targets, mask, 1.0f, grad, row_loss, st(), dscale);
   }
 
   void optimizer_update(const OptimizerSlot* slots, int64_t n, const OptimizerStep& s) override {
+    Scope prof(this, prof_ ? "optimizer_update" : "");
     if (n == 0) return;
     std::vector<CudaOptTensor> table(static_cast<size_t>(n));
     int64_t max_n = 0;
@@ -398,6 +498,9 @@ class CudaOps final : public Ops {
   std::vector<CudaOptTensor> table_host_;
   std::map<std::pair<const void*, int64_t>, RopeDev> rope_;
   std::map<uint64_t, cudaGraphExec_t> graphs_;
+  bool prof_ = false;
+  bool conv_on_ = !std::getenv("LORA_NO_CONV_REUSE");  // the unfused path stays selectable
+  std::deque<ProfEvent> prof_events_;
 };
 
 }  // namespace
