@@ -66,10 +66,10 @@ inline constexpr double kCudaAttnTrainFwd = 1e-5;  // the inference kernels (kCu
 inline constexpr double kCudaAttnBwd = 5e-5;       // f32 tiles, P from f32 lse, dP - delta cancels; measured 3.4e-6 (CPU emulation of the kernels, T = 2), ~1e-6 typical
 // The whole model on the GPU (test_cuda_model). F32 weights on the device run exact f32 GEMMs: the CPU golden
 // tolerances apply. BF16 weights (the production path) also round each GEMM's activation input to bf16
-// (8 bits of mantissa, 2^-9 relative), against the f32 PEFT fixture; PROVISIONAL until measured on a GPU.
-inline constexpr double kCudaBf16Logits = 0.25;  // same form as kGoldenLogitsBF16
-inline constexpr double kCudaBf16Loss = 2e-2;    // relative, mean masked CE
-inline constexpr double kCudaBf16Grad = 0.1;     // |Δ| / max |want| per adapter tensor
+// (8 bits of mantissa, 2^-9 relative), against the f32 PEFT fixture. Measured on an H200 (numbers beside each).
+inline constexpr double kCudaBf16Logits = 0.25;  // same form as kGoldenLogitsBF16 (measured 0.13 LoRA, 0.05 DoRA, H200)
+inline constexpr double kCudaBf16Loss = 2e-2;    // relative, mean masked CE (measured 1.4e-3, H200)
+inline constexpr double kCudaBf16Grad = 0.3;     // |Δ| / max |want| per adapter tensor (measured 0.12 LoRA, 0.09 DoRA, H200)
 // Adam steps on the GPU vs the same steps on the CPU backend (F32 weights): different summation orders only.
 inline constexpr double kCudaStepsLoss = 1e-5;    // relative, every step's loss (as kGoldenStepsLoss)
 inline constexpr double kCudaStepsParams = 3e-4;  // final params |Δ| / max |want| (as kGoldenStepsParams)

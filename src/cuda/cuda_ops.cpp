@@ -124,8 +124,9 @@ void require(bool ok, const char* what) { LORA_CHECK(ok, "cuda ops: {}", what); 
 class CudaOps;
 
 // LORA_CUDA_PROFILE=1: every op is bracketed by CUDA events (recordings are off, so each op runs eagerly)
-// and a table of GPU time per op and shape goes to stderr when the backend is destroyed. The events do not
-// synchronize, so the wall time of a step still shows the launch overhead against the summed GPU time.
+// and a table of GPU time per op and shape goes to stderr when the backend is destroyed. Before each op the
+// stream is drained and a 300 us spin kernel queued, so the events time the op's kernels on the GPU
+// without the host's launch cost (steps get much slower: use it to see where GPU time goes, not for speed).
 struct ProfEvent {
   std::string name;
   cudaEvent_t a = nullptr, b = nullptr;
@@ -154,7 +155,8 @@ class CudaOps final : public Ops {
 
   void sync() override { cuda_device_sync(*dev_); }
 
-  bool supports_graphs() const override { return !prof_ && !std::getenv("LORA_NO_CUDA_GRAPHS"); }
+  // The profiler keeps the recording shapes (T padded to the bucket) but runs every op eagerly.
+  bool supports_graphs() const override { return !std::getenv("LORA_NO_CUDA_GRAPHS"); }
 
   // ---- profiling (LORA_CUDA_PROFILE) ----
   struct Scope {
@@ -167,6 +169,9 @@ class CudaOps final : public Ops {
       e = &o->prof_events_.back();
       LORA_CUDA_CHECK(cudaEventCreate(&e->a));
       LORA_CUDA_CHECK(cudaEventCreate(&e->b));
+      // Lead time: the host queues the op's kernels while the GPU spins, so a..b is GPU time only.
+      LORA_CUDA_CHECK(cudaStreamSynchronize(o->st()));
+      cuda_spin(300.0, o->st());
       LORA_CUDA_CHECK(cudaEventRecord(e->a, o->st()));
     }
     ~Scope() {
@@ -198,7 +203,7 @@ class CudaOps final : public Ops {
                    1e3 * ms / double(by[n].first), 100.0 * ms / total);
   }
   bool graph_capture_begin() override {
-    if (!supports_graphs()) return false;
+    if (!supports_graphs() || prof_) return false;
     conv_forget();
     LORA_CUDA_CHECK(cudaStreamBeginCapture(st(), cudaStreamCaptureModeRelaxed));
     return true;

@@ -49,4 +49,7 @@ void cuda_swiglu_bwd(const float* gate, const float* up, const float* dout, floa
 // y (numel) += x (numel). (Lives in swiglu.cu with the other element-wise ops, like the CPU backend.)
 void cuda_add_fwd(float* y, const float* x, int64_t numel, cudaStream_t stream);
 
+// Keeps the GPU busy for about `microseconds` (one thread; spin.cu): the op profiler's lead time.
+void cuda_spin(double microseconds, cudaStream_t stream);
+
 }  // namespace lora

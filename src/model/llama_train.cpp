@@ -201,8 +201,10 @@ struct TrainSession::Impl {
     tmp = cv.f32({N, C});
     hbuf = cv.f32({N, F});
     xf = cv.f32({N, C});
-    // Head chunk: about 4M logits (16 MB) at most, at least 16 rows.
-    head_rows = std::min<int64_t>(N, std::max<int64_t>(16, (int64_t(1) << 22) / std::max<int64_t>(V, 1)));
+    // Head chunk: about 4M logits (16 MB) at most on the CPU (cache-sized), 16M (64 MB) on a GPU (fewer,
+    // larger GEMMs); at least 16 rows.
+    const int64_t head_logits = int64_t(1) << (ops.device() == DEVICE_CPU ? 22 : 24);
+    head_rows = std::min<int64_t>(N, std::max<int64_t>(16, head_logits / std::max<int64_t>(V, 1)));
     logits = cv.f32({head_rows, V});
     carve_block(cv, work, train);
     saved.assign(train ? size_t(trainable_layers()) : 0, BlockAct{});
@@ -421,7 +423,7 @@ struct TrainSession::Impl {
     const float dscale = denom > 0 ? float(1.0 / denom) : 0.0f;
     // Dropout masks depend on the step (kernel arguments a recording would freeze): run those eagerly.
     const bool record = graphs && !(train && a.cfg.dropout > 0);
-    begin(bv, train, dscale, graphs);
+    begin(bv, train, dscale, /*pad=*/record);  // dropout masks index the unpadded (B, T) layout
     if (!record) {
       compute(train, step);
       return finish(res);
