@@ -24,6 +24,11 @@
 // per-thread micro-tiles, one online-softmax step per tile and row (row max and sum over the 8 threads
 // sharing a row, by shuffles), P through shared memory, O += P·V in registers rescaled by exp(m_old - m_new).
 //
+// Decode with the key count in device memory (cuda_attention_decode, for CUDA graphs): the per-query
+// kernel's chunk loop in blocks of kDecodeWarps warps on a grid fixed by (H, S_max); each block reads n
+// from memory and takes its share of keys 0 .. n-1, and a combine kernel merges the partials (see the
+// section "Decode with the key count in device memory" below).
+//
 // Keys at or beyond pos0 + t + 1 are never loaded (neither K nor V), so unused cache rows (which may hold
 // NaN) cannot leak into the output. Blocks are issued last query first so the long rows start early.
 // Only cuda/check.h and CUDA headers here (see cmake/cuda.cmake: no fmt under nvcc).
@@ -529,6 +534,200 @@ struct FwdWorkspace {
 std::mutex g_ws_mutex;
 std::vector<FwdWorkspace> g_ws;  // indexed by device
 
+// ---- Decode with the key count in device memory (cuda_attention_decode) ----
+//
+// One query per head over the whole cache k, v (S_max, KV, D), of which the first n = *n_keys rows are live.
+// The grid is (n_split, H) with n_split = decode_n_split(H, S_max): it never depends on n, so the two
+// launches can be recorded in a CUDA graph once and replayed while n grows. Each block reads n first and
+// derives its key range from it (decode_split_len): the live keys are spread evenly over as many splits
+// as have >= kDecodeMinKeys keys each (at most n_split), so a short context in a long cache still keeps
+// several blocks per head busy, and the blocks past the last range exit after that one load. The combine
+// derives the same ranges from the same n and merges only the partials written by this launch, so the
+// workspace needs no initialization and stale partials of an earlier, longer n are never read.
+
+constexpr int kDecodeWarps = 4;                         // warps per partial block
+constexpr int64_t kDecodeMinKeys = kDecodeWarps * 32;   // keys per split at least (one 32-key chunk per warp)
+constexpr int64_t kDecodeTargetBlocks = 512;            // H·n_split: ~4 blocks of 4 warps per SM of an H100 (132)
+constexpr int64_t kDecodeMaxSplit = 64;                 // bounds the combine's loop and the workspace
+
+// Partial blocks per head: about kDecodeTargetBlocks in all, no more than S_max needs. Depends only on
+// (H, S_max), which is what makes the launch graph-safe.
+int64_t decode_n_split(int64_t H, int64_t S_max) {
+  int64_t n = (kDecodeTargetBlocks + H - 1) / H;
+  n = std::min(n, (S_max + kDecodeMinKeys - 1) / kDecodeMinKeys);
+  n = std::min(n, kDecodeMaxSplit);
+  return std::max<int64_t>(n, 1);
+}
+
+// Keys per split for n >= 1 live keys and n_split blocks per head: n spread over
+// used = min(n_split, ceil(n / kDecodeMinKeys)) splits, rounded up to whole 32-key chunks. Split s covers
+// [s·len, min((s+1)·len, n)); exactly the splits s < ceil(n / len) <= used <= n_split are non-empty.
+__host__ __device__ inline int64_t decode_split_len(int64_t n, int64_t n_split) {
+  int64_t used = (n + kDecodeMinKeys - 1) / kDecodeMinKeys;
+  if (used > n_split) used = n_split;
+  const int64_t len = (n + used - 1) / used;
+  return (len + 31) / 32 * 32;
+}
+
+// grid (n_split, H), kDecodeWarps warps. Block (s, h) writes the unnormalized partial of query head h over
+// split s's keys: part_o (n_split, H, D) = Σ e^(s_j - M) v_j, part_ml (n_split, H, 2) = (M, Σ e^(s_j - M)).
+// The chunk loop and the warp merge are attention_fwd_kernel's (see the top of this file).
+template <int D>
+__global__ void __launch_bounds__(kDecodeWarps * 32)
+    attention_decode_partial_kernel(const float* __restrict__ q, const float* __restrict__ k,
+                                    const float* __restrict__ v, const int32_t* __restrict__ n_keys,
+                                    float* __restrict__ part_o, float* __restrict__ part_ml, int H, int group,
+                                    int KV, int64_t S_max, int n_split, float scale) {
+  constexpr int kPerLane = (D + 31) / 32;  // output dims owned by one lane
+  __shared__ __align__(16) float q_s[D];
+  __shared__ float m_s[kDecodeWarps], l_s[kDecodeWarps];
+  __shared__ float o_s[kDecodeWarps][D];
+
+  // n first: with a short context in a long cache most blocks have nothing to do and leave right here.
+  const int64_t n = n_keys[0];
+  if (n < 1 || n > S_max) return;  // a caller bug: read nothing (the combine writes NaN)
+  const int split = int(blockIdx.x), h = int(blockIdx.y);
+  const int64_t split_len = decode_split_len(n, n_split);
+  const int64_t key_begin = int64_t(split) * split_len;
+  if (key_begin >= n) return;  // past the last live range (block-uniform); the combine does not read it
+  const int64_t key_end = n < key_begin + split_len ? n : key_begin + split_len;
+
+  const int warp = int(threadIdx.x) / 32, lane = int(threadIdx.x) % 32;
+  const int64_t row_stride = int64_t(KV) * D;  // floats between consecutive positions of k and v
+  const float* qrow = q + int64_t(h) * D;
+  for (int d = int(threadIdx.x); d < D; d += kDecodeWarps * 32) q_s[d] = qrow[d];
+  __syncthreads();
+
+  const float* kbase = k + int64_t(h / group) * D;
+  const float* vbase = v + int64_t(h / group) * D;
+  float m = -INFINITY, l = 0.0f;
+  float o[kPerLane];
+#pragma unroll
+  for (int i = 0; i < kPerLane; ++i) o[i] = 0.0f;
+
+  const int64_t n_chunks = (key_end - key_begin + 31) / 32;
+  for (int64_t c = warp; c < n_chunks; c += kDecodeWarps) {
+    const int64_t j0 = key_begin + c * 32;
+    const int64_t j = j0 + lane;
+    const bool live = j < key_end;
+    float s = -INFINITY;
+    if (live) {
+      const float4* kr = reinterpret_cast<const float4*>(kbase + j * row_stride);
+      const float4* qv = reinterpret_cast<const float4*>(q_s);
+      float acc = 0.0f;
+#pragma unroll
+      for (int d4 = 0; d4 < D / 4; ++d4) {
+        const float4 kk = kr[d4];
+        const float4 qq = qv[d4];
+        acc = fmaf(qq.x, kk.x, acc);
+        acc = fmaf(qq.y, kk.y, acc);
+        acc = fmaf(qq.z, kk.z, acc);
+        acc = fmaf(qq.w, kk.w, acc);
+      }
+      s = acc * scale;
+    }
+    // Chunk max (finite: key j0 is live), then the online-softmax step.
+    float cm = s;
+#pragma unroll
+    for (int off = 16; off > 0; off /= 2) cm = fmaxf(cm, __shfl_xor_sync(0xffffffffu, cm, off));
+    const float m_new = fmaxf(m, cm);
+    const float alpha = expf(m - m_new);  // 0 on the first chunk (m = -inf)
+    const float p = live ? expf(s - m_new) : 0.0f;
+    float ps = p;
+#pragma unroll
+    for (int off = 16; off > 0; off /= 2) ps += __shfl_xor_sync(0xffffffffu, ps, off);
+    l = l * alpha + ps;
+    m = m_new;
+#pragma unroll
+    for (int i = 0; i < kPerLane; ++i) o[i] *= alpha;
+    // Σ p_j v_j over the chunk's live keys only (a row >= n may be NaN, and 0·NaN is NaN). A fixed trip
+    // count with liveness as a predicate lets the compiler issue the chunk's V loads together (a decode
+    // block walks one or a few chunks, so load latency, not bandwidth, is what it waits on).
+    const int n_live = int(key_end - j0 < 32 ? key_end - j0 : 32);
+#pragma unroll
+    for (int jj = 0; jj < 32; ++jj) {
+      const float pj = __shfl_sync(0xffffffffu, p, jj);
+      if (jj < n_live) {
+        const float* vr = vbase + (j0 + jj) * row_stride;
+#pragma unroll
+        for (int i = 0; i < kPerLane; ++i) {
+          const int d = lane + 32 * i;
+          if (d < D) o[i] = fmaf(pj, vr[d], o[i]);
+        }
+      }
+    }
+  }
+
+  // Merge the warps: a warp with no chunk has m = -inf and weighs 0; warp 0 has the range's first chunk,
+  // so M is finite.
+  if (lane == 0) {
+    m_s[warp] = m;
+    l_s[warp] = l;
+  }
+#pragma unroll
+  for (int i = 0; i < kPerLane; ++i) {
+    const int d = lane + 32 * i;
+    if (d < D) o_s[warp][d] = o[i];
+  }
+  __syncthreads();
+  float M = m_s[0];
+#pragma unroll
+  for (int w = 1; w < kDecodeWarps; ++w) M = fmaxf(M, m_s[w]);
+  float L = 0.0f, wscale[kDecodeWarps];
+#pragma unroll
+  for (int w = 0; w < kDecodeWarps; ++w) {
+    wscale[w] = expf(m_s[w] - M);
+    L += l_s[w] * wscale[w];
+  }
+  const int64_t pi = int64_t(split) * H + h;  // (split, h) row of the partials
+  for (int d = int(threadIdx.x); d < D; d += kDecodeWarps * 32) {
+    float acc = 0.0f;
+#pragma unroll
+    for (int w = 0; w < kDecodeWarps; ++w) acc += o_s[w][d] * wscale[w];
+    part_o[pi * D + d] = acc;
+  }
+  if (threadIdx.x == 0) {
+    part_ml[pi * 2] = M;
+    part_ml[pi * 2 + 1] = L;
+  }
+}
+
+// out (H, D) from the live partials of attention_decode_partial_kernel, one thread per output element:
+// M = max m_s, out = Σ o_s e^(m_s - M) / Σ l_s e^(m_s - M) over s < ceil(n / split_len), in split order.
+__global__ void attention_decode_combine_kernel(const float* __restrict__ part_o, const float* __restrict__ part_ml,
+                                                const int32_t* __restrict__ n_keys, float* __restrict__ out, int H,
+                                                int D, int64_t S_max, int n_split) {
+  const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i >= int64_t(H) * D) return;
+  const int64_t n = n_keys[0];
+  if (n < 1 || n > S_max) {  // a caller bug made loud: the partial kernel read nothing
+    out[i] = NAN;
+    return;
+  }
+  const int64_t len = decode_split_len(n, n_split);
+  const int n_live = int((n + len - 1) / len);
+  const int64_t h = i / D, d = i % D;
+  float M = -INFINITY;
+  for (int s = 0; s < n_live; ++s) M = fmaxf(M, part_ml[(s * int64_t(H) + h) * 2]);
+  float L = 0.0f, acc = 0.0f;
+  for (int s = 0; s < n_live; ++s) {
+    const int64_t pi = s * int64_t(H) + h;
+    const float w = expf(part_ml[pi * 2] - M);
+    L += part_ml[pi * 2 + 1] * w;
+    acc += part_o[pi * D + d] * w;
+  }
+  out[i] = acc * (1.0f / L);
+}
+
+template <int D>
+void launch_decode(const float* q, const float* k, const float* v, const int32_t* n_keys, float* part_o,
+                   float* part_ml, int64_t H, int64_t KV, int64_t S_max, int64_t n_split, cudaStream_t stream) {
+  const float scale = 1.0f / sqrtf(float(D));  // as attention_fwd_kernel, so the scores are the same bits
+  const dim3 grid{unsigned(n_split), unsigned(H)};
+  attention_decode_partial_kernel<D><<<grid, kDecodeWarps * 32, 0, stream>>>(
+      q, k, v, n_keys, part_o, part_ml, int(H), int(H / KV), int(KV), S_max, int(n_split), scale);
+}
+
 }  // namespace
 
 size_t cuda_attention_fwd_workspace_floats(int64_t T, int64_t H, int64_t D, int64_t pos0) {
@@ -602,6 +801,45 @@ void cuda_attention_train_fwd(const float* q, const float* k, const float* v, fl
     launch_tiled_d(D, q, k, v, out, lse, B, T, H, KV, /*S=*/T, /*pos0=*/0, stream);
   else
     launch_fwd_d<FWD_OUT_LSE>(D, q, k, v, out, lse, B, T, H, KV, /*S=*/T, /*pos0=*/0, 1, T, stream);
+  LORA_CUDA_CHECK(cudaGetLastError());
+}
+
+size_t cuda_attention_decode_workspace_floats(int64_t H, int64_t D, int64_t S_max) {
+  if (H <= 0 || D <= 0 || S_max <= 0) return 0;
+  return size_t(decode_n_split(H, S_max) * H * (D + 2));
+}
+
+void cuda_attention_decode(const float* q, const float* k, const float* v, float* out, int64_t H, int64_t KV,
+                           int64_t D, int64_t S_max, const int32_t* n_keys_dev, float* workspace,
+                           cudaStream_t stream) {
+  if (!(D == 8 || D == 16 || D == 64 || D == 128))
+    cuda_fail(cudaErrorInvalidValue, "cuda_attention_decode: head dim D must be 8, 16, 64 or 128", __FILE__,
+              __LINE__);
+  if (!(H > 0 && KV > 0 && H % KV == 0 && S_max >= 1))
+    cuda_fail(cudaErrorInvalidValue, "cuda_attention_decode: need H > 0, KV > 0, H % KV == 0, S_max >= 1", __FILE__,
+              __LINE__);
+  if (H > 65535 || S_max > int64_t(INT32_MAX) / (KV * D))
+    cuda_fail(cudaErrorInvalidValue, "cuda_attention_decode: H or S_max·KV·D too large", __FILE__, __LINE__);
+  if (!q || !k || !v || !out || !workspace || !n_keys_dev || !aligned16(q) || !aligned16(k) || !aligned16(v) ||
+      !aligned16(out) || !aligned16(workspace) || (reinterpret_cast<uintptr_t>(n_keys_dev) & 3u) != 0)
+    cuda_fail(cudaErrorInvalidValue,
+              "cuda_attention_decode: q, k, v, out, workspace must be non-null and 16-byte aligned, n_keys_dev "
+              "non-null and 4-byte aligned",
+              __FILE__, __LINE__);
+  const int64_t n_split = decode_n_split(H, S_max);
+  float* part_o = workspace;                     // (n_split, H, D)
+  float* part_ml = workspace + n_split * H * D;  // (n_split, H, 2)
+  switch (D) {
+    case 8: launch_decode<8>(q, k, v, n_keys_dev, part_o, part_ml, H, KV, S_max, n_split, stream); break;
+    case 16: launch_decode<16>(q, k, v, n_keys_dev, part_o, part_ml, H, KV, S_max, n_split, stream); break;
+    case 64: launch_decode<64>(q, k, v, n_keys_dev, part_o, part_ml, H, KV, S_max, n_split, stream); break;
+    default: launch_decode<128>(q, k, v, n_keys_dev, part_o, part_ml, H, KV, S_max, n_split, stream); break;
+  }
+  LORA_CUDA_CHECK(cudaGetLastError());
+  const int64_t n_out = H * D;
+  constexpr int kThreads = 256;
+  attention_decode_combine_kernel<<<unsigned((n_out + kThreads - 1) / kThreads), kThreads, 0, stream>>>(
+      part_o, part_ml, n_keys_dev, out, int(H), int(D), S_max, int(n_split));
   LORA_CUDA_CHECK(cudaGetLastError());
 }
 

@@ -1,5 +1,6 @@
-// Causal attention with grouped KV heads on the GPU, f32 in and out: the inference forward and the
-// training forward / backward (src/cuda/attention.cu, src/cuda/attention_bwd.cu).
+// Causal attention with grouped KV heads on the GPU, f32 in and out: the inference forward (and its
+// graph-friendly decode form, cuda_attention_decode) and the training forward / backward
+// (src/cuda/attention.cu, src/cuda/attention_bwd.cu).
 //
 // Inference, same contract as Ops::attention_fwd (ops/ops.h): q (T, H, D) for positions pos0 ..
 // pos0+T-1; k, v (S, KV, D) hold positions 0 .. pos0+T-1 (S >= pos0 + T; rows beyond are never read,
@@ -42,6 +43,22 @@ void cuda_attention_fwd_ws(const float* q, const float* k, const float* v, float
                            int64_t KV, int64_t D, int64_t S, int64_t pos0, float* workspace, size_t workspace_floats,
                            cudaStream_t stream);
 
+// Decode for CUDA graphs: one query per head, q, out (H, D), attending keys 0 .. n-1 of the whole cache
+// k, v (S_max, KV, D), where n = *n_keys_dev (device memory, 1 <= n <= S_max) is read by the kernels when
+// they run: the query is the token at position n-1, already written into the cache. Same result as
+// cuda_attention_fwd(T = 1, pos0 = n-1, S = S_max) up to f32 rounding (the keys are split differently).
+// The launch configuration depends only on (H, KV, D, S_max), never on n, and the call neither allocates
+// nor synchronizes: capture it in a graph once, then change *n_keys_dev (e.g. cudaMemcpyAsync on the
+// stream) before each replay. Rows >= n are never read (they may hold NaN); n outside [1, S_max] is a
+// caller bug that reads nothing and sets out to NaN. workspace (device, 16-byte aligned) holds at least
+// cuda_attention_decode_workspace_floats(H, D, S_max) floats, needs no initialization, and must not be
+// used by concurrent work; n_keys_dev is 4-byte aligned. Deterministic (no atomics): the same inputs and n
+// give the same bits. H <= 65535.
+size_t cuda_attention_decode_workspace_floats(int64_t H, int64_t D, int64_t S_max);
+void cuda_attention_decode(const float* q, const float* k, const float* v, float* out, int64_t H, int64_t KV,
+                           int64_t D, int64_t S_max, const int32_t* n_keys_dev, float* workspace,
+                           cudaStream_t stream);
+
 // Training forward: out (B, T, H, D) and lse (B, T, H) = natural log-sum-exp of each query's scaled scores
 // over keys 0 .. t of its row. Runs the kernel cuda_attention_fwd picks for (T, pos0 = 0, S = T) with a
 // batch index, so each row's output is bit-identical to cuda_attention_fwd's on that row. B, H <= 65535.
@@ -50,10 +67,11 @@ void cuda_attention_train_fwd(const float* q, const float* k, const float* v, fl
 
 // Training backward (flash-attention style, recomputing P = exp(scale·q·k - lse) from the forward's lse):
 // dq (B, T, H, D), dk, dv (B, T, KV, D) are OVERWRITTEN (dk/dv summed over the H/KV query heads of each
-// group). out and lse are the forward's. Deterministic: every output element is summed by one thread in
-// a fixed order (no atomics), so two calls give bit-identical results. Takes B·T·H floats of
-// stream-ordered scratch (cudaMallocAsync) for rowsum(dout ⊙ out). Outputs must not alias inputs.
-// B, KV and H <= 65535.
+// group). out and lse are the forward's. Deterministic: every element of dq and of each head's dk/dv is
+// summed by one thread in a fixed order, and the heads of a group are then added in head order (no
+// atomics), so two calls give bit-identical results. When H > KV it takes 2·B·T·H·D floats of
+// stream-ordered scratch (cudaMallocAsync / cudaFreeAsync, so it can be captured in a CUDA graph) for the
+// per-head dk/dv; none when H == KV. Outputs must not alias inputs. B, KV and H <= 65535.
 void cuda_attention_bwd(const float* q, const float* k, const float* v, const float* out, const float* lse,
                         const float* dout, float* dq, float* dk, float* dv, int64_t B, int64_t T, int64_t H,
                         int64_t KV, int64_t D, cudaStream_t stream);

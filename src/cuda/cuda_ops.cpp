@@ -141,7 +141,7 @@ class CudaOps final : public Ops {
       (void)cudaStreamSynchronize(dev_->stream);
     }
     for (auto& [k, g] : graphs_) (void)cudaGraphExecDestroy(g);
-    for (auto* s : {&x_bf16_, &g_bf16_, &lora_u_, &lora_g_, &lora_drop_, &lora_t_, &lora_den_, &opt_table_})
+    for (auto* s : {&x_bf16_, &g_bf16_, &lora_u_, &lora_g_, &lora_drop_, &lora_t_, &lora_den_, &opt_table_, &attn_ws_})
       s->release();
     for (auto& [k, v] : rope_) {
       (void)cudaFree(v.cos);
@@ -389,8 +389,12 @@ class CudaOps final : public Ops {
     float* cos = nullptr;
     float* sin = nullptr;
   };
+  // Device copies of RoPE tables, keyed by content (head dim, length, frequencies): a table's host address
+  // may be reused by another model's table after the first is freed.
   const RopeDev& rope_dev(const RopeTable& rope) {
-    auto key = std::make_pair(static_cast<const void*>(rope.cos.data()), rope.max_pos);
+    std::vector<float> key = rope.inv_freq;
+    key.push_back(float(rope.max_pos));
+    key.push_back(float(rope.head_dim));
     auto it = rope_.find(key);
     if (it != rope_.end()) return it->second;
     RopeDev d;
@@ -419,6 +423,18 @@ class CudaOps final : public Ops {
     Scope prof(this, prof_ ? fmt::format("attention_fwd T={}", q.dim(0)) : "");
     cuda_attention_fwd(q.f32(), k.f32(), v.f32(), out.f32(), q.dim(0), q.dim(1), k.dim(1), q.dim(2), k.dim(0), pos0,
                        st());
+  }
+  void attention_decode(const Tensor& q, const Tensor& k, const Tensor& v, const int32_t* n_keys, Tensor& out) override {
+    Scope prof(this, prof_ ? "attention_decode" : "");
+    const int64_t H = q.dim(1), D = q.dim(2), S = k.dim(0);
+    const size_t ws = cuda_attention_decode_workspace_floats(H, D, S);
+    float* w = static_cast<float*>(attn_ws_.get(std::max<size_t>(ws, 1) * 4, st()));
+    cuda_attention_decode(q.f32(), k.f32(), v.f32(), out.f32(), H, k.dim(1), D, S, n_keys, w, st());
+  }
+  void kv_store(Tensor& cache, const Tensor& src, const int32_t* pos) override {
+    Scope prof(this, prof_ ? "kv_store" : "");
+    const int64_t row = cache.numel() / cache.dim(0);
+    cuda_kv_store(cache.f32(), cache.dim(0), src.f32(), pos, src.numel() / row, row, st());
   }
   void attention_train_fwd(const Tensor& q, const Tensor& k, const Tensor& v, Tensor& out, Tensor& lse) override {
     Scope prof(this, prof_ ? "attention_train_fwd" : "");
@@ -499,9 +515,9 @@ class CudaOps final : public Ops {
 
  private:
   std::unique_ptr<CudaDevice> dev_;
-  Scratch x_bf16_, g_bf16_, lora_u_, lora_g_, lora_drop_, lora_t_, lora_den_, opt_table_;
+  Scratch x_bf16_, g_bf16_, lora_u_, lora_g_, lora_drop_, lora_t_, lora_den_, opt_table_, attn_ws_;
   std::vector<CudaOptTensor> table_host_;
-  std::map<std::pair<const void*, int64_t>, RopeDev> rope_;
+  std::map<std::vector<float>, RopeDev> rope_;
   std::map<uint64_t, cudaGraphExec_t> graphs_;
   bool prof_ = false;
   bool conv_on_ = !std::getenv("LORA_NO_CONV_REUSE");  // the unfused path stays selectable

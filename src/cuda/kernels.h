@@ -49,6 +49,10 @@ void cuda_swiglu_bwd(const float* gate, const float* up, const float* dout, floa
 // y (numel) += x (numel). (Lives in swiglu.cu with the other element-wise ops, like the CPU backend.)
 void cuda_add_fwd(float* y, const float* x, int64_t numel, cudaStream_t stream);
 
+// cache (S, row) row pos[i] = src row i, i < n (kv_cache.cu); positions outside [0, S) are skipped.
+void cuda_kv_store(float* cache, int64_t S, const float* src, const int32_t* pos, int64_t n, int64_t row,
+                   cudaStream_t stream);
+
 // Keeps the GPU busy for about `microseconds` (one thread; spin.cu): the op profiler's lead time.
 void cuda_spin(double microseconds, cudaStream_t stream);
 

@@ -45,9 +45,10 @@ LlamaSession::LlamaSession(const Model& m, Ops& ops, int64_t n_ctx, int64_t max_
   rope_ = rope_table_make(c.head_dim, n_ctx, c.rope_theta, &c.rope_scaling);
   max_batch_ = std::clamp<int64_t>(max_batch, 1, n_ctx);
   const int64_t B = max_batch_;
-  // x, xn, tmp (B, C); q, att (B, H*D); gate, up (B, F); pos (B); 64-byte padding per allocation.
-  const int64_t floats = B * (3 * c.dim + 2 * c.q_dim() + 2 * c.ffn_dim);
-  scratch_ = Arena(size_t(floats + 2 * B) * 4 + 16 * 64, dev);
+  // x, xn, tmp (B, C); q, att (B, H*D); gate, up (B, F); k, v (B, KV*D); ids, pos (B) + n_keys;
+  // 64-byte padding per allocation.
+  const int64_t floats = B * (3 * c.dim + 2 * c.q_dim() + 2 * c.ffn_dim + 2 * c.kv_dim());
+  scratch_ = Arena(size_t(floats + 2 * B + 1) * 4 + 16 * 64, dev);
   if (dev != DEVICE_CPU) logits_dev_ = tensor_alloc_on(dev, DTYPE_F32, {B, c.vocab});
 }
 
@@ -73,13 +74,18 @@ void LlamaSession::truncate(int64_t pos) {
 }
 
 // Runs n <= max_batch tokens at positions cache_.pos ... and advances the cache. logits == nullptr skips
-// the head (a non-final chunk of a prompt).
+// the head (a non-final chunk of a prompt). The token ids, their positions and the new cache length are
+// uploaded in one block; K and V are projected into scratch, rotated there and stored into their cache
+// rows by kv_store (positions read from backend memory), and a single token attends through
+// attention_decode (its key count read from memory too). So a decode step's ops touch the same memory at
+// every position, and a graph-recording backend records it once (on the second decode) and replays it.
 void LlamaSession::forward_chunk(const int32_t* tokens, int64_t n, float* logits, bool all_logits) {
   const ModelConfig& c = m_.cfg;
   const int64_t C = c.dim, F = c.ffn_dim, H = c.n_heads, KV = c.n_kv_heads, D = c.head_dim, V = c.vocab;
   const int64_t p0 = cache_.pos;
   const float eps = float(c.rms_eps);
   LORA_CHECK(n >= 1 && n <= max_batch_ && p0 + n <= cache_.n_ctx, "chunk of {} at {}", n, p0);
+  token_ids_check(tokens, n, V);  // before anything is cached
 
   scratch_.reset();
   Tensor x = scratch_.alloc(DTYPE_F32, {n, C});       // (N, C) residual stream
@@ -89,59 +95,94 @@ void LlamaSession::forward_chunk(const int32_t* tokens, int64_t n, float* logits
   Tensor att = scratch_.alloc(DTYPE_F32, {n, H, D});  // (N, H, D)
   Tensor gate = scratch_.alloc(DTYPE_F32, {n, F});    // (N, F)
   Tensor up = scratch_.alloc(DTYPE_F32, {n, F});      // (N, F)
-  int32_t* pos = static_cast<int32_t*>(scratch_.alloc_bytes(size_t(n) * sizeof(int32_t)));
-  int32_t* ids = static_cast<int32_t*>(scratch_.alloc_bytes(size_t(n) * sizeof(int32_t)));
-  {
-    token_ids_check(tokens, n, V);  // before anything is cached
-    std::vector<int32_t> host_pos(static_cast<size_t>(n));
-    for (int64_t t = 0; t < n; ++t) host_pos[size_t(t)] = int32_t(p0 + t);
-    const Device dev = ops_.device();
-    device_copy(pos, dev, host_pos.data(), DEVICE_CPU, size_t(n) * sizeof(int32_t));
-    device_copy(ids, dev, tokens, DEVICE_CPU, size_t(n) * sizeof(int32_t));
+  Tensor k = scratch_.alloc(DTYPE_F32, {n, KV, D});   // (N, KV, D) before kv_store
+  Tensor v = scratch_.alloc(DTYPE_F32, {n, KV, D});   // (N, KV, D)
+  // ids (N), pos (N), n_keys (1): one upload.
+  int32_t* ids = static_cast<int32_t*>(scratch_.alloc_bytes(size_t(2 * n + 1) * sizeof(int32_t)));
+  int32_t* pos = ids + n;
+  const int32_t* n_keys = ids + 2 * n;
+  staging_.resize(size_t(2 * n + 1));
+  for (int64_t t = 0; t < n; ++t) {
+    staging_[size_t(t)] = tokens[t];
+    staging_[size_t(n + t)] = int32_t(p0 + t);
   }
+  staging_[size_t(2 * n)] = int32_t(p0 + n);
+  device_copy(ids, ops_.device(), staging_.data(), DEVICE_CPU, staging_.size() * sizeof(int32_t));
   Tensor q2 = q.reshape({n, H * D});
   Tensor att2 = att.reshape({n, H * D});
+  Tensor k2 = k.reshape({n, KV * D});
+  Tensor v2 = v.reshape({n, KV * D});
 
-  ops_.embedding_fwd(ids, n, m_.tok_embd, x);
-  for (int64_t l = 0; l < c.n_layers; ++l) {
-    const LayerWeights& w = m_.layers[size_t(l)];
-    Tensor k = cache_.k[size_t(l)].t.slice_rows(p0, p0 + n);  // (N, KV, D) rows of the cache
-    Tensor v = cache_.v[size_t(l)].t.slice_rows(p0, p0 + n);  // (N, KV, D)
-    Tensor k2 = k.reshape({n, KV * D});
-    Tensor v2 = v.reshape({n, KV * D});
+  auto layers = [&] {
+    ops_.embedding_fwd(ids, n, m_.tok_embd, x);
+    for (int64_t l = 0; l < c.n_layers; ++l) {
+      const LayerWeights& w = m_.layers[size_t(l)];
+      Tensor& kc = cache_.k[size_t(l)].t;  // (S, KV, D)
+      Tensor& vc = cache_.v[size_t(l)].t;
 
-    // Attention block.
-    ops_.rmsnorm_fwd(x, w.attn_norm, eps, xn);
-    ops_.linear_fwd(xn, w.wq, bias_or_null(w.bq), q2);
-    ops_.linear_fwd(xn, w.wk, bias_or_null(w.bk), k2);
-    ops_.linear_fwd(xn, w.wv, bias_or_null(w.bv), v2);
-    ops_.rope_fwd(q, pos, rope_);
-    ops_.rope_fwd(k, pos, rope_);
-    // The whole cache (S = n_ctx, KV, D): attention reads rows 0 .. p0+N-1 only, and sizes its per-thread
-    // score buffer from S once, so long decodes do not reallocate it.
-    ops_.attention_fwd(q, cache_.k[size_t(l)].t, cache_.v[size_t(l)].t, p0, att);
-    ops_.linear_fwd(att2, w.wo, nullptr, tmp);
-    ops_.add_fwd(x, tmp);
+      // Attention block.
+      ops_.rmsnorm_fwd(x, w.attn_norm, eps, xn);
+      ops_.linear_fwd(xn, w.wq, bias_or_null(w.bq), q2);
+      ops_.linear_fwd(xn, w.wk, bias_or_null(w.bk), k2);
+      ops_.linear_fwd(xn, w.wv, bias_or_null(w.bv), v2);
+      ops_.rope_fwd(q, pos, rope_);
+      ops_.rope_fwd(k, pos, rope_);
+      ops_.kv_store(kc, k, pos);
+      ops_.kv_store(vc, v, pos);
+      // The whole cache: attention reads rows 0 .. p0+N-1 only.
+      if (n == 1)
+        ops_.attention_decode(q, kc, vc, n_keys, att);
+      else
+        ops_.attention_fwd(q, kc, vc, p0, att);
+      ops_.linear_fwd(att2, w.wo, nullptr, tmp);
+      ops_.add_fwd(x, tmp);
 
-    // MLP block.
-    ops_.rmsnorm_fwd(x, w.ffn_norm, eps, xn);
-    ops_.linear_fwd(xn, w.w_gate, nullptr, gate);
-    ops_.linear_fwd(xn, w.w_up, nullptr, up);
-    ops_.swiglu_fwd(gate, up, gate);
-    ops_.linear_fwd(gate, w.w_down, nullptr, tmp);
-    ops_.add_fwd(x, tmp);
+      // MLP block.
+      ops_.rmsnorm_fwd(x, w.ffn_norm, eps, xn);
+      ops_.linear_fwd(xn, w.w_gate, nullptr, gate);
+      ops_.linear_fwd(xn, w.w_up, nullptr, up);
+      ops_.swiglu_fwd(gate, up, gate);
+      ops_.linear_fwd(gate, w.w_down, nullptr, tmp);
+      ops_.add_fwd(x, tmp);
+    }
+  };
+  auto head = [&](int64_t rows, Tensor out) {
+    Tensor x_in = rows == n ? x : x.slice_rows(n - 1, n);  // (rows, C)
+    Tensor xn_out = xn.slice_rows(0, rows);
+    ops_.rmsnorm_fwd(x_in, m_.out_norm, eps, xn_out);
+    ops_.linear_fwd(xn_out, m_.lm_head, nullptr, out);
+  };
+
+  const int64_t rows = logits ? (all_logits ? n : 1) : 0;
+  // The head writes straight into the caller's buffer on the host, into staging on a GPU.
+  Tensor out = rows == 0                     ? Tensor{}
+               : logits_dev_.t.defined() ? logits_dev_.t.slice_rows(0, rows)
+                                         : tensor_view(logits, DTYPE_F32, {rows, V});
+  if (n == 1 && rows == 1 && ops_.supports_graphs()) {
+    // Decode: eager the first time (scratch reaches its size), recorded the second, replayed after.
+    const uint64_t key = uint64_t(reinterpret_cast<uintptr_t>(this)) * 0x9E3779B97F4A7C15ull ^ 0xDEC0DEull;
+    if (decode_uses_ == 0 || !ops_.graph_launch(key)) {
+      const bool rec = decode_uses_ > 0 && ops_.graph_capture_begin();
+      layers();
+      head(1, out);
+      if (rec) {
+        ops_.graph_capture_end(key);
+        ops_.graph_launch(key);
+        decode_key_ = key;
+      }
+    }
+    ++decode_uses_;
+  } else {
+    layers();
+    if (rows > 0) head(rows, out);
   }
   cache_.pos = p0 + n;
+  if (rows > 0 && logits_dev_.t.defined())
+    device_copy(logits, DEVICE_CPU, out.data, out.device, size_t(rows * V) * sizeof(float));
+}
 
-  if (!logits) return;
-  const int64_t rows = all_logits ? n : 1;
-  // The head writes straight into the caller's buffer on the host, into staging on a GPU.
-  Tensor out = logits_dev_.t.defined() ? logits_dev_.t.slice_rows(0, rows) : tensor_view(logits, DTYPE_F32, {rows, V});
-  Tensor x_in = all_logits ? x : x.slice_rows(n - 1, n);  // (rows, C)
-  Tensor xn_out = xn.slice_rows(0, rows);
-  ops_.rmsnorm_fwd(x_in, m_.out_norm, eps, xn_out);
-  ops_.linear_fwd(xn_out, m_.lm_head, nullptr, out);
-  if (logits_dev_.t.defined()) device_copy(logits, DEVICE_CPU, out.data, out.device, size_t(rows * V) * sizeof(float));
+LlamaSession::~LlamaSession() {
+  if (decode_key_) ops_.graph_drop(decode_key_);
 }
 
 }  // namespace lora

@@ -24,6 +24,9 @@ class LlamaSession {
  public:
   // n_ctx: KV cache length (defaults to cfg.max_pos); max_batch: most tokens per forward() call.
   LlamaSession(const Model& m, Ops& ops, int64_t n_ctx = 0, int64_t max_batch = 512);
+  ~LlamaSession();
+  LlamaSession(const LlamaSession&) = delete;
+  LlamaSession& operator=(const LlamaSession&) = delete;
 
   // Runs tokens at positions cache().pos ... and appends them to the cache. Writes logits (n, V) for
   // every token when all_logits, else (V) for the last one. n may exceed max_batch (split internally).
@@ -44,6 +47,9 @@ class LlamaSession {
   int64_t max_batch_;
   Arena scratch_;
   OwnedTensor logits_dev_;  // (max_batch, V) staging for logits on a GPU backend (undefined on the CPU)
+  std::vector<int32_t> staging_;  // host side of the per-chunk upload
+  int64_t decode_uses_ = 0;       // decode steps so far (recorded on the second)
+  uint64_t decode_key_ = 0;       // the recording's key, dropped with the session
 };
 
 }  // namespace lora

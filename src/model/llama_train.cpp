@@ -4,9 +4,10 @@
 // Forward over (B, T): rows are independent sequences at positions 0..T-1 (padding sits at the end of
 // a row, so causal masking alone keeps it out of real tokens). Blocks below first_layer run with one
 // shared work set of buffers and save nothing; each trainable block saves what its backward reads
-//   x_in, xn1 (N, C); q, att (N, H, D); k, v (N, KV, D); lse (N, H); x_mid, xn2 (N, C); gate, up (N, F);
-//   per adapted linear: u = drop(x) A (N, r) (DoRA also ypre (N, out), denom (out)),
-// or, with grad_checkpoint, only x_in, recomputing the rest into the work set during backward (the
+//   x_in (N, C); q, att (N, H, D); k, v (N, KV, D); lse (N, H); x_mid (N, C); gate, up (N, F);
+//   per adapted linear: u = drop(x) A (N, r) (DoRA also ypre (N, out), denom (out));
+// the normalized inputs xn1, xn2 (N, C) are recomputed from x_in, x_mid in the backward (one rmsnorm each
+// instead of 2·C floats per token per block), or, with grad_checkpoint, only x_in, recomputing the rest into the work set during backward (the
 // dropout masks are counter-based, so the recomputation draws the same masks: gradients are equal bit
 // for bit). The head runs one chunk of rows at a time: logits (R, V) -> xent (loss and, in place,
 // dlogits) -> dxf = dlogits · lm_head, so only R·V logits ever exist.
@@ -149,18 +150,20 @@ struct TrainSession::Impl {
 
   int64_t trainable_layers() const { return m.cfg.n_layers - a.first_layer; }
 
-  void carve_block(Carver& cv, BlockAct& ba, bool with_saved) {
+  // shared_norms: the block's normalized inputs xn1, xn2 alias the work set's (a saved block recomputes them
+  // in its backward: one rmsnorm each instead of 2·C floats per token per block kept).
+  void carve_block(Carver& cv, BlockAct& ba, bool with_saved, bool shared_norms = false) {
     const ModelConfig& c = m.cfg;
     const int64_t C = c.dim, F = c.ffn_dim, H = c.n_heads, KV = c.n_kv_heads, D = c.head_dim;
     ba.x_in = cv.f32({N, C});
-    ba.xn1 = cv.f32({N, C});
+    ba.xn1 = shared_norms ? work.xn1 : cv.f32({N, C});
     ba.q = cv.f32({B, T, H, D});
     ba.att = cv.f32({B, T, H, D});
     ba.k = cv.f32({B, T, KV, D});
     ba.v = cv.f32({B, T, KV, D});
     ba.lse = cv.f32({B, T, H});
     ba.x_mid = cv.f32({N, C});
-    ba.xn2 = cv.f32({N, C});
+    ba.xn2 = shared_norms ? work.xn2 : cv.f32({N, C});
     ba.gate = cv.f32({N, F});
     ba.up = cv.f32({N, F});
     for (auto& s : ba.saved) s = LoraSaved{};
@@ -222,7 +225,7 @@ struct TrainSession::Impl {
       if (o.grad_checkpoint)
         s.x_in = cv.f32({N, C});
       else
-        carve_block(cv, s, true);
+        carve_block(cv, s, true, /*shared_norms=*/true);
     }
   }
 
@@ -371,6 +374,8 @@ struct TrainSession::Impl {
     LayerWeights* g = full ? &a.full_grad[size_t(l)] : nullptr;
     const float eps = float(c.rms_eps);
     const bool need_dx = !bottom || full;  // full fine-tuning needs dxn for the norm weights' gradients
+    // Without checkpointing the normalized inputs were not kept (carve_block: shared_norms): recompute them.
+    if (!o.grad_checkpoint) ops.rmsnorm_fwd(ba.x_mid, w.ffn_norm, eps, ba.xn2);
     // MLP.
     ops.swiglu_fwd(ba.gate, ba.up, hbuf);
     lin_bwd(l, LIN_DOWN, hbuf, dx, &dh, false, ba);
@@ -378,6 +383,7 @@ struct TrainSession::Impl {
     lin_bwd(l, LIN_GATE, ba.xn2, dh, &dxn, false, ba);
     lin_bwd(l, LIN_UP, ba.xn2, dup, &dxn, true, ba);
     ops.rmsnorm_bwd(ba.x_mid, w.ffn_norm, eps, dxn, dx, g ? &g->ffn_norm : nullptr);
+    if (!o.grad_checkpoint) ops.rmsnorm_fwd(ba.x_in, w.attn_norm, eps, ba.xn1);
     // Attention.
     Tensor att2 = ba.att.reshape({N, c.q_dim()});
     Tensor datt2 = datt.reshape({N, c.q_dim()});

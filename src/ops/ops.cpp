@@ -3,6 +3,7 @@
 // inv_freq, "linear" scaling (inv_freq / factor) and Llama 3 scaling (_compute_llama3_parameters).
 // Angles are formed in f32 as HF does (pos * inv_freq in float32), then cos/sin are taken in double.
 #include <cmath>
+#include <cstring>
 #include <string>
 #include <vector>
 
@@ -75,6 +76,24 @@ void token_ids_check(const int32_t* ids, int64_t n, int64_t V) {
                  "token id " + std::to_string(ids[i]) + " at index " + std::to_string(i) +
                      " is outside the vocabulary [0, " + std::to_string(V) + ")",
                  "token ids must come from this model's tokenizer");
+}
+
+void Ops::attention_decode(const Tensor& q, const Tensor& k, const Tensor& v, const int32_t* n_keys, Tensor& out) {
+  LORA_CHECK(device() == DEVICE_CPU, "attention_decode: the default is for host backends");
+  attention_fwd(q, k, v, int64_t(*n_keys) - 1, out);
+}
+
+void Ops::kv_store(Tensor& cache, const Tensor& src, const int32_t* pos) {
+  LORA_CHECK(device() == DEVICE_CPU, "kv_store: the default is for host backends");
+  const int64_t row = cache.numel() / cache.dim(0), n = src.numel() / row, S = cache.dim(0);
+  LORA_CHECK(src.numel() == n * row && cache.dtype == src.dtype, "kv_store: src {} for cache {}", src.shape_str(),
+             cache.shape_str());
+  const size_t bytes = size_t(dtype_nbytes(cache.dtype, row));
+  for (int64_t i = 0; i < n; ++i) {
+    LORA_CHECK(pos[i] >= 0 && pos[i] < S, "kv_store: position {} outside the cache of {}", pos[i], S);
+    std::memcpy(static_cast<char*>(cache.data) + size_t(pos[i]) * bytes, static_cast<const char*>(src.data) + size_t(i) * bytes,
+                bytes);
+  }
 }
 
 double Ops::xent_fwd_bwd(Tensor& logits, const int32_t* targets, const float* mask, float dscale, bool grad) {

@@ -111,6 +111,13 @@ class Ops {
   // hold positions 0..pos0+T-1 (S >= pos0 + T, only the first pos0+T rows are read). out (T, H, D).
   // Query t attends to keys 0..pos0+t. Scale 1/sqrt(D).
   virtual void attention_fwd(const Tensor& q, const Tensor& k, const Tensor& v, int64_t pos0, Tensor& out) = 0;
+  // Decoding one token: q, out (1, H, D) for the token at position n_keys[0] - 1, attending keys
+  // 0 .. n_keys[0] - 1 of the whole cache k, v (S, KV, D). n_keys points to one int32 in backend memory, so
+  // a recorded decode step replays correctly as the cache grows. Numbers as attention_fwd(q, k, v,
+  // n_keys[0] - 1, out). Host backends: the default below.
+  virtual void attention_decode(const Tensor& q, const Tensor& k, const Tensor& v, const int32_t* n_keys, Tensor& out);
+  // cache (S, KV, D) row pos[i] = src row i for i < n (src (n, KV, D); pos in backend memory). Host default.
+  virtual void kv_store(Tensor& cache, const Tensor& src, const int32_t* pos);
   // out (N, F) = silu(gate) * up.
   virtual void swiglu_fwd(const Tensor& gate, const Tensor& up, Tensor& out) = 0;
   // y += x (same shape).

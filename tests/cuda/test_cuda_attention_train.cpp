@@ -4,8 +4,14 @@
 //   - cuda_attention_train_fwd: out and lse vs reference attention_train_fwd for B in {1, 2, 3}, T in
 //     {1, 2, 17, 33, 89, 130}, groups H/KV in {1, 2, 4, 8} (KV = 2), D in {8, 16, 64, 128}, plus H = 9 over
 //     KV = 3; each row's out must equal cuda_attention_fwd's on that row bit for bit;
-//   - cuda_attention_bwd: dq, dk, dv vs reference attention_bwd over the same sweep (out and lse are the
-//     reference forward's, rounded to f32), and a second call must give bit-identical results;
+//   - cuda_attention_bwd: dq, dk, dv vs reference attention_bwd over the same sweep plus B = 8 with one kv
+//     head, T = 16 and 64 (tile multiples), T = 90 and 160 with TinyLlama's heads (out and lse are the reference
+//     forward's, rounded to f32), and a second call must give bit-identical results. Those sizes run the
+//     backward's small tiles; a second sweep (groups 1, 2, 3, 8, T up to 520) is large enough for its large
+//     tiles (the choice is mirrored in bwd_large_tiles below);
+//   - the backward captured in a CUDA graph (stream-ordered scratch inside the capture) equals the direct
+//     call bit for bit, and per-call timings at TinyLlama's training shapes (B = 1, T in 64 .. 160, and
+//     B = 8, T = 256), launched on the stream and replayed from a graph;
 //   - a TinyLlama-sized case (B = 8, T = 256, H = 32, KV = 4, D = 64) chaining the CUDA forward into the
 //     CUDA backward, vs the reference, with timings printed; and T = 2048 vs the fast CPU backend;
 //   - split-K decode (cuda_attention_fwd and cuda_attention_fwd_ws) vs reference attention_fwd at contexts
@@ -248,6 +254,23 @@ std::vector<Case> sweep_cases(int64_t D) {
   return cs;
 }
 
+// attention_bwd.cu's tile choice (kLargeTileBlocks): large tiles once B·H·ceil(T/32) >= 512.
+bool bwd_large_tiles(const Case& c) { return c.B * c.H * ((c.T + 31) / 32) >= 512; }
+
+// Backward-only additions on the small tiles: B = 8 with one kv head (group 8), T a multiple of the small
+// key tile (16) and of the query tile (64), and TinyLlama's 32 / 4 heads at T = 90 (the reference workload)
+// and T = 160 (the top of its range).
+std::vector<Case> bwd_extra_cases(int64_t D) {
+  return {Case{8, 45, 8, 1, D}, Case{2, 16, 6, 2, D}, Case{1, 64, 4, 4, D}, Case{1, 90, 32, 4, D},
+          Case{1, 160, 32, 4, D}};
+}
+
+// Large enough for the large tiles: groups 8, 1 (dk, dv written directly), 3 and 2; T one past a multiple of
+// both tiles, T with a short last tile, T = 520 over 17 key tiles.
+std::vector<Case> bwd_large_cases(int64_t D) {
+  return {Case{2, 257, 32, 4, D}, Case{3, 161, 32, 32, D}, Case{4, 100, 48, 16, D}, Case{1, 520, 32, 16, D}};
+}
+
 class CudaAttentionTrain : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -263,9 +286,24 @@ class CudaAttentionTrain : public ::testing::Test {
   void sweep_bwd(int64_t D) {
     Worst w;
     uint32_t seed = uint32_t(D) * 104729;
-    for (const Case& c : sweep_cases(D)) w.max_with(check_bwd(*dev_, c, seed += 5));
+    std::vector<Case> cs = sweep_cases(D);
+    for (const Case& c : bwd_extra_cases(D)) cs.push_back(c);
+    for (const Case& c : cs) {
+      EXPECT_FALSE(bwd_large_tiles(c)) << case_str(c) << ": meant for the small tiles; update the cases";
+      w.max_with(check_bwd(*dev_, c, seed += 5));
+    }
     std::printf("  D=%lld bwd: max |err| / (kCudaAttnBwd · max|want|): dq %.3g, dk %.3g, dv %.3g\n", (long long)D,
                 w.dq, w.dk, w.dv);
+  }
+  void sweep_bwd_large(int64_t D) {
+    Worst w;
+    uint32_t seed = uint32_t(D) * 7727;
+    for (const Case& c : bwd_large_cases(D)) {
+      EXPECT_TRUE(bwd_large_tiles(c)) << case_str(c) << ": meant for the large tiles; update the cases";
+      w.max_with(check_bwd(*dev_, c, seed += 5));
+    }
+    std::printf("  D=%lld bwd, large tiles: max |err| / (kCudaAttnBwd · max|want|): dq %.3g, dk %.3g, dv %.3g\n",
+                (long long)D, w.dq, w.dk, w.dv);
   }
   std::unique_ptr<CudaDevice> dev_;
 };
@@ -300,6 +338,10 @@ TEST_F(CudaAttentionTrain, BackwardHeadDim8) { sweep_bwd(8); }
 TEST_F(CudaAttentionTrain, BackwardHeadDim16) { sweep_bwd(16); }
 TEST_F(CudaAttentionTrain, BackwardHeadDim64) { sweep_bwd(64); }
 TEST_F(CudaAttentionTrain, BackwardHeadDim128) { sweep_bwd(128); }
+TEST_F(CudaAttentionTrain, BackwardLargeTilesHeadDim8) { sweep_bwd_large(8); }
+TEST_F(CudaAttentionTrain, BackwardLargeTilesHeadDim16) { sweep_bwd_large(16); }
+TEST_F(CudaAttentionTrain, BackwardLargeTilesHeadDim64) { sweep_bwd_large(64); }
+TEST_F(CudaAttentionTrain, BackwardLargeTilesHeadDim128) { sweep_bwd_large(128); }
 
 TEST_F(CudaAttentionTrain, BackwardSingleKeyIsExact) {
   // T = 1: P = 1 exactly, so dv = Σ_group dout, dq = dk = 0 (dS = 1·(dP - delta) with delta = dP).
@@ -383,6 +425,114 @@ TEST_F(CudaAttentionTrain, LongSequenceVsFastCpu) {
   const double wk = expect_close(got.dk, want.dk, 2 * tol::kCudaAttnBwd, max_abs(want.dk), 0.0, "dk", c.KV, c.D);
   const double wv = expect_close(got.dv, want.dv, 2 * tol::kCudaAttnBwd, max_abs(want.dv), 0.0, "dv", c.KV, c.D);
   std::printf("  T=2048 vs cpu_ops: max |err| / (2·tol): dq %.3g, dk %.3g, dv %.3g\n", wq, wk, wv);
+}
+
+// ---- the backward in a CUDA graph, and its speed at the training shapes ----
+
+// NaN (all bits set) in every element, ordered on the stream.
+void poison(DevF32& x, cudaStream_t stream) {
+  LORA_CUDA_CHECK(cudaMemsetAsync(x.p, 0xff, x.n * sizeof(float), stream));
+}
+
+// What `record` queues on `stream`, captured (relaxed mode, like the training step's capture in
+// cuda_ops.cpp) into an executable graph; released on scope exit.
+struct CapturedGraph {
+  cudaGraph_t graph = nullptr;
+  cudaGraphExec_t exec = nullptr;
+  template <class F>
+  CapturedGraph(cudaStream_t stream, F&& record) {
+    LORA_CUDA_CHECK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeRelaxed));
+    try {
+      record();
+    } catch (...) {
+      cudaGraph_t g = nullptr;
+      (void)cudaStreamEndCapture(stream, &g);
+      if (g) (void)cudaGraphDestroy(g);
+      throw;
+    }
+    LORA_CUDA_CHECK(cudaStreamEndCapture(stream, &graph));
+    const cudaError_t err = cudaGraphInstantiate(&exec, graph, 0);
+    if (err != cudaSuccess) (void)cudaGraphDestroy(graph);
+    LORA_CUDA_CHECK(err);
+  }
+  ~CapturedGraph() {
+    if (exec) (void)cudaGraphExecDestroy(exec);
+    if (graph) (void)cudaGraphDestroy(graph);
+  }
+  CapturedGraph(const CapturedGraph&) = delete;
+  CapturedGraph& operator=(const CapturedGraph&) = delete;
+  void launch(cudaStream_t stream) { LORA_CUDA_CHECK(cudaGraphLaunch(exec, stream)); }
+};
+
+TEST_F(CudaAttentionTrain, BackwardInGraphIsBitIdentical) {
+  // The training step records the backward in a graph, so its stream-ordered scratch (the per-head dK/dV
+  // partials) is allocated and freed inside the capture. Small tiles with a group sum, large tiles with a
+  // group sum, and large tiles writing dk, dv directly (group 1).
+  for (const Case& c : {Case{1, 90, 32, 4, 64}, Case{2, 257, 32, 4, 64}, Case{3, 161, 32, 32, 16}}) {
+    SCOPED_TRACE(case_str(c));
+    Inputs in(c, 31);
+    cuda_device_use(*dev_);
+    DevCase d(c, in);
+    cuda_attention_train_fwd(d.q.p, d.k.p, d.v.p, d.out.p, d.lse.p, c.B, c.T, c.H, c.KV, c.D, dev_->stream);
+    d.bwd(c, dev_->stream);
+    cuda_device_sync(*dev_);
+    const Grads direct{d.dq.download(), d.dk.download(), d.dv.download()};
+    for (const std::vector<float>* x : {&direct.dq, &direct.dk, &direct.dv})
+      for (float e : *x) ASSERT_TRUE(std::isfinite(e)) << "the direct call left a non-finite gradient";
+    CapturedGraph g(dev_->stream, [&] { d.bwd(c, dev_->stream); });
+    for (int replay = 0; replay < 2; ++replay) {
+      for (DevF32* x : {&d.dq, &d.dk, &d.dv}) poison(*x, dev_->stream);
+      g.launch(dev_->stream);
+      cuda_device_sync(*dev_);
+      EXPECT_EQ(0, std::memcmp(d.dq.download().data(), direct.dq.data(), direct.dq.size() * sizeof(float)))
+          << "dq, replay " << replay;
+      EXPECT_EQ(0, std::memcmp(d.dk.download().data(), direct.dk.data(), direct.dk.size() * sizeof(float)))
+          << "dk, replay " << replay;
+      EXPECT_EQ(0, std::memcmp(d.dv.download().data(), direct.dv.data(), direct.dv.size() * sizeof(float)))
+          << "dv, replay " << replay;
+    }
+  }
+}
+
+TEST_F(CudaAttentionTrain, BackwardTiming) {
+  // Informative: the backward at TinyLlama's training shapes (16 calls per step), per call, launched on the
+  // stream and replayed from a graph of kCalls calls (as the training step runs it), each after a warm-up.
+  constexpr int kCalls = 20;
+  const Case cases[] = {{1, 64, 32, 4, 64}, {1, 90, 32, 4, 64}, {1, 128, 32, 4, 64}, {1, 160, 32, 4, 64},
+                        {8, 256, 32, 4, 64}};
+  for (const Case& c : cases) {
+    Inputs in(c, 99);
+    cuda_device_use(*dev_);
+    DevCase d(c, in);
+    cuda_attention_train_fwd(d.q.p, d.k.p, d.v.p, d.out.p, d.lse.p, c.B, c.T, c.H, c.KV, c.D, dev_->stream);
+    cudaEvent_t e0, e1;
+    LORA_CUDA_CHECK(cudaEventCreate(&e0));
+    LORA_CUDA_CHECK(cudaEventCreate(&e1));
+    float stream_ms = 0, graph_ms = 0;
+    for (int round = 0; round < 2; ++round) {  // round 0 warms up (module load, memory pool)
+      LORA_CUDA_CHECK(cudaEventRecord(e0, dev_->stream));
+      for (int i = 0; i < kCalls; ++i) d.bwd(c, dev_->stream);
+      LORA_CUDA_CHECK(cudaEventRecord(e1, dev_->stream));
+      cuda_device_sync(*dev_);
+      LORA_CUDA_CHECK(cudaEventElapsedTime(&stream_ms, e0, e1));
+    }
+    {
+      CapturedGraph g(dev_->stream, [&] {
+        for (int i = 0; i < kCalls; ++i) d.bwd(c, dev_->stream);
+      });
+      for (int round = 0; round < 2; ++round) {  // round 0 warms up (graph upload, its memory)
+        LORA_CUDA_CHECK(cudaEventRecord(e0, dev_->stream));
+        g.launch(dev_->stream);
+        LORA_CUDA_CHECK(cudaEventRecord(e1, dev_->stream));
+        cuda_device_sync(*dev_);
+        LORA_CUDA_CHECK(cudaEventElapsedTime(&graph_ms, e0, e1));
+      }
+    }
+    (void)cudaEventDestroy(e0);
+    (void)cudaEventDestroy(e1);
+    std::printf("  bwd %s on %s: %.1f us per call on the stream, %.1f us in a graph\n", case_str(c).c_str(),
+                dev_->name.c_str(), 1000.0 * stream_ms / kCalls, 1000.0 * graph_ms / kCalls);
+  }
 }
 
 // ---- split-K inference forward ----
