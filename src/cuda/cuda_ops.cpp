@@ -267,6 +267,10 @@ class CudaOps final : public Ops {
   void gemm_xwT(const Tensor& x, const Tensor& w, float beta, Tensor& y) {
     const int64_t out = w.dim(0), in = w.dim(1), N = x.numel() / in;
     require(x.numel() == N * in && y.numel() == N * out, "linear shapes");
+    if (w.dtype == DTYPE_BF16 && N == 1 && beta == 0.0f && gemv_on_ && cuda_gemv_bf16_supported(w.data, in)) {
+      cuda_gemv_bf16(x.f32(), w.data, out, in, y.f32(), st());  // decode: bandwidth-bound, no conversion
+      return;
+    }
     if (w.dtype == DTYPE_BF16) {
       void* xb = x_bf16_.get(size_t(N * in) * 2, st());
       if (!(conv_src_ == x.data && conv_n_ == N * in && conv_writes_ == g_mem_writes && conv_on_)) {
@@ -521,6 +525,7 @@ class CudaOps final : public Ops {
   std::map<uint64_t, cudaGraphExec_t> graphs_;
   bool prof_ = false;
   bool conv_on_ = !std::getenv("LORA_NO_CONV_REUSE");  // the unfused path stays selectable
+  bool gemv_on_ = !std::getenv("LORA_NO_GEMV");        // one-token linears: cuda_gemv_bf16, else cuBLASLt
   std::deque<ProfEvent> prof_events_;
 };
 

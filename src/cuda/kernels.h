@@ -53,6 +53,12 @@ void cuda_add_fwd(float* y, const float* x, int64_t numel, cudaStream_t stream);
 void cuda_kv_store(float* cache, int64_t S, const float* src, const int32_t* pos, int64_t n, int64_t row,
                    cudaStream_t stream);
 
+// y (out) = W (out, in) · x (in), W BF16 row-major, x and y f32 (gemv.cu): the one-token linear layer, one
+// warp per row streaming 16-byte weight chunks. Needs in % 8 == 0, in <= 12288 and W 16-byte aligned
+// (cuda_gemv_bf16_supported); otherwise InternalError.
+bool cuda_gemv_bf16_supported(const void* w, int64_t in);
+void cuda_gemv_bf16(const float* x, const void* w, int64_t out, int64_t in, float* y, cudaStream_t stream);
+
 // Keeps the GPU busy for about `microseconds` (one thread; spin.cu): the op profiler's lead time.
 void cuda_spin(double microseconds, cudaStream_t stream);
 

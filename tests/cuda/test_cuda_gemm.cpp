@@ -15,6 +15,7 @@
 #include "cuda/check.h"
 #include "cuda/device.h"
 #include "cuda/gemm.h"
+#include "cuda/kernels.h"
 #include "tolerances.h"
 
 namespace lora {
@@ -234,6 +235,51 @@ TEST_F(CudaGemm, BadLeadingDimensionIsAnInternalError) {
                InternalError);
   EXPECT_THROW(gemm_bf16(*dev_, false, true, 4, 4, 8, 1.0f, a.p, 8, b.p, 8, 0.0f, c.p, DTYPE_F16, 4),
                InternalError);
+}
+
+}  // namespace
+}  // namespace lora
+
+namespace lora {
+namespace {
+
+// The one-token linear (cuda_gemv_bf16, decode) vs a double reference on the same bf16 weights, under the
+// same accumulation bound as the GEMMs: |err| <= kCudaGemmAccum·√K·max|x|·max|W|. Odd row counts, the
+// model's widths, and the unsupported cases refused.
+TEST(CudaGemv, Bf16MatchesDoubleReference) {
+  LORA_REQUIRE_CUDA();
+  std::mt19937 gen(7);
+  std::uniform_real_distribution<float> u(-1.0f, 1.0f);
+  for (auto [out, in] : {std::pair<int64_t, int64_t>{1, 8}, {257, 2048}, {33, 5632}, {2048, 2048}, {5, 12288}}) {
+    std::vector<uint16_t> w(static_cast<size_t>(out * in));
+    std::vector<float> x(static_cast<size_t>(in)), y(static_cast<size_t>(out), NAN);
+    for (auto& v : w) v = f32_to_bf16(u(gen));
+    for (auto& v : x) v = u(gen);
+    void *dw = nullptr, *dx = nullptr, *dy = nullptr;
+    LORA_CUDA_CHECK(cudaMalloc(&dw, w.size() * 2));
+    LORA_CUDA_CHECK(cudaMalloc(&dx, x.size() * 4));
+    LORA_CUDA_CHECK(cudaMalloc(&dy, y.size() * 4));
+    LORA_CUDA_CHECK(cudaMemcpy(dw, w.data(), w.size() * 2, cudaMemcpyHostToDevice));
+    LORA_CUDA_CHECK(cudaMemcpy(dx, x.data(), x.size() * 4, cudaMemcpyHostToDevice));
+    LORA_CUDA_CHECK(cudaMemcpy(dy, y.data(), y.size() * 4, cudaMemcpyHostToDevice));
+    ASSERT_TRUE(cuda_gemv_bf16_supported(dw, in));
+    cuda_gemv_bf16(static_cast<float*>(dx), dw, out, in, static_cast<float*>(dy), nullptr);
+    LORA_CUDA_CHECK(cudaMemcpy(y.data(), dy, y.size() * 4, cudaMemcpyDeviceToHost));
+    double worst = 0;
+    for (int64_t o = 0; o < out; ++o) {
+      double want = 0;
+      for (int64_t i = 0; i < in; ++i) want += double(bf16_to_f32(w[size_t(o * in + i)])) * x[size_t(i)];
+      worst = std::max(worst, std::abs(double(y[size_t(o)]) - want) / std::sqrt(double(in)));
+    }
+    EXPECT_LE(worst, tol::kCudaGemmAccum) << out << "x" << in;
+    std::printf("  measured: gemv %lldx%lld max |err|/sqrt(K) = %.2e\n", (long long)out, (long long)in, worst);
+    (void)cudaFree(dw);
+    (void)cudaFree(dx);
+    (void)cudaFree(dy);
+  }
+  EXPECT_FALSE(cuda_gemv_bf16_supported(reinterpret_cast<void*>(16), 12));     // in % 8
+  EXPECT_FALSE(cuda_gemv_bf16_supported(reinterpret_cast<void*>(8), 16));      // alignment
+  EXPECT_FALSE(cuda_gemv_bf16_supported(reinterpret_cast<void*>(16), 16384));  // x too large for shared memory
 }
 
 }  // namespace
