@@ -52,8 +52,9 @@ inline constexpr double kCudaAttention = 1e-5;  // f32 dots of <= 128 terms, onl
 inline constexpr double kCudaRmsnorm = 1e-6;      // |got - want| <= tol·(1+|want|); f32 block sums of <= 2049 squares (measured 1.5e-7, H200)
 inline constexpr double kCudaRmsnormBwd = 1e-5;   // |got - want| <= tol·max|want| (dx, dw); f32 row and column sums (measured 3.2e-6 dx, 6.1e-7 dw, H200)
 inline constexpr double kCudaElementwise = 2e-6;  // rope fwd/bwd, swiglu fwd/bwd: tol·(1+|want|); a few f32 roundings (measured 4.1e-7, H200)
-// CUDA training kernels (test_cuda_train_kernels) vs host oracles on the same inputs. Not yet measured on a GPU:
-// the "emulated" numbers replay the kernels' f32/double operation order on the host.
+// CUDA training kernels (test_cuda_train_kernels) vs host oracles on the same inputs. The "emulated" numbers
+// replay the kernels' f32/double operation order on the host; the H200 run gave the same (xent loss 5.3e-8,
+// grad 3.3e-6, optimizer bit-equal to the CPU's now that neither contracts to FMA, DoRA norm 4.9e-8).
 inline constexpr double kCudaXentLoss = 1e-6;        // row_loss vs double: tol·(1+|want|); f32 exps summed in double, loss rounded to f32 (emulated 5.3e-8)
 inline constexpr double kCudaXentGrad = 1e-5;        // dlogits vs double: tol·|mask·dscale|; float(lse) rounding, <= |lse|·2^-24 ≈ 4e-6 at |lse| ≈ 110 (emulated 3.3e-6)
 inline constexpr double kCudaOptimizerVsCpu = 1e-6;  // 3 steps vs lora::Optimizer (FMA-contracted host loop): tol·(1+|x|) for w, m, v (measured 1.5e-7 for the kernel's formula on the host)
