@@ -69,6 +69,10 @@ ModelLoadOptions backend_load_options(const Backend& b) {
 
 Model Backend::place(const Model& m) const {
   if (!is_gpu()) return m;
+  const int64_t D = m.cfg.head_dim;
+  if (D != 8 && D != 16 && D != 64 && D != 128)
+    fail_input(m.source + ": head_dim", fmt::format("is {}; the CUDA backend's attention supports 8, 16, 64 and 128", D),
+               "use --device cpu for this model");
   return model_to_device(m, device, DTYPE_BF16);
 }
 
