@@ -61,6 +61,7 @@ void register_tokenize(CLI::App& app, Action& action);
 void register_init(CLI::App& app, Action& action);
 void register_data(CLI::App& app, Action& action);
 void register_train(CLI::App& app, Action& action);
+void register_fuse(CLI::App& app, Action& action);
 void register_bench(CLI::App& app, Action& action);
 
 }  // namespace lora::cli

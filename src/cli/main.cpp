@@ -23,6 +23,7 @@ int main(int argc, char** argv) {
   lora::cli::register_init(app, action);
   lora::cli::register_data(app, action);
   lora::cli::register_train(app, action);
+  lora::cli::register_fuse(app, action);
   lora::cli::register_bench(app, action);
 
   try {

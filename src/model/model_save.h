@@ -1,0 +1,26 @@
+// Writing a Model as a Hugging Face folder (what `lora fuse` produces): the weights as safetensors under
+// HF's tensor names (q/k rows in HF's rotate-half layout, as the Model holds them), one file up to
+// shard_bytes and "model-0000i-of-0000n.safetensors" shards plus model.safetensors.index.json above it;
+// config.json and the tokenizer/generation files copied from the source folder. The folder appears
+// whole or not at all: everything is written into "<out>.tmp.<pid>" and renamed at the end (an existing
+// <out> is replaced only with overwrite, else lora::Error).
+#pragma once
+#include <cstdint>
+#include <functional>
+#include <string>
+
+#include "model/model.h"
+
+namespace lora {
+
+struct ModelSaveOptions {
+  int64_t shard_bytes = int64_t(4) << 30;  // 4 GiB per file at most (as the issue and HF's default sizes)
+  bool overwrite = false;
+  // The dtype each weight is written in (F32/BF16/F16), given its HF name; default: the tensor's own dtype.
+  std::function<DType(const std::string& name, const Tensor& t)> dtype_of;
+};
+
+// src_dir: the HF folder the model came from (config.json etc. are copied from it).
+void model_save_hf(const Model& m, const std::string& src_dir, const std::string& out_dir, const ModelSaveOptions& o);
+
+}  // namespace lora

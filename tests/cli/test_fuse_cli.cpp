@@ -1,0 +1,155 @@
+// End-to-end tests of `lora fuse` on stories260K (../shared): a LoRA and a DoRA adapter trained for a few
+// steps at a high learning rate (so they change the output), fused into an HF folder; greedy generation from
+// the fused folder equals generation from the base with --adapter-path; the folder holds the base's dtype,
+// config and tokenizer files; bad input (existing output without --force, a GGUF base, a missing adapter)
+// exits 1 with one message and leaves no output behind. Sharding (model/model_save.h) is in test_model_save.
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+#include <string>
+
+#include "test_util.h"
+
+namespace {
+
+using nlohmann::json;
+
+struct CmdResult {
+  int code = -1;
+  std::string out, err;
+};
+
+std::string slurp(const std::string& p) {
+  std::ifstream f(p, std::ios::binary);
+  std::stringstream ss;
+  ss << f.rdbuf();
+  return ss.str();
+}
+
+void write(const std::string& p, const std::string& data) {
+  std::ofstream f(p, std::ios::binary);
+  f << data;
+}
+
+std::string tmp_dir(const std::string& name) {
+  const std::string d = ::testing::TempDir() + "/lora_fuse_cli_" + name;
+  EXPECT_EQ(std::system(("rm -rf '" + d + "' && mkdir -p '" + d + "'").c_str()), 0);
+  return d;
+}
+
+CmdResult run_lora(const std::string& args) {
+  static int n = 0;
+  const std::string base = ::testing::TempDir() + "/lora_fuse_cli_run" + std::to_string(::getpid()) + "_" + std::to_string(n++);
+  const std::string cmd = "'" + lora::test::lora_bin() + "' " + args + " </dev/null >'" + base + ".out' 2>'" + base + ".err'";
+  const int st = std::system(cmd.c_str());
+  CmdResult r;
+  r.code = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+  r.out = slurp(base + ".out");
+  r.err = slurp(base + ".err");
+  return r;
+}
+
+bool contains(const std::string& s, const std::string& needle) { return s.find(needle) != std::string::npos; }
+
+
+std::string model() { return lora::test::shared_dir() + "/models/stories260K-hf"; }
+
+std::string quotes_data(const std::string& name, int n_train, int n_valid) {
+  const std::string dir = tmp_dir(name);
+  std::ifstream in(lora::test::shared_dir() + "/data/english_quotes/quotes.jsonl");
+  std::string line, tr, va;
+  int n = 0;
+  while (std::getline(in, line) && n < n_train + n_valid) {
+    const json j = json::parse(line, nullptr, false);
+    if (j.is_discarded() || !j.contains("quote") || !j.contains("author")) continue;
+    const std::string text = j["quote"].get<std::string>() + " - " + j["author"].get<std::string>();
+    if (text.size() > 90) continue;
+    (n < n_train ? tr : va) += json({{"text", text}}).dump() + "\n";
+    ++n;
+  }
+  write(dir + "/train.jsonl", tr);
+  write(dir + "/valid.jsonl", va);
+  return dir;
+}
+
+#define REQUIRE_DATA()                                          \
+  LORA_REQUIRE_SHARED("models/stories260K-hf/config.json");   \
+  LORA_REQUIRE_SHARED("data/english_quotes/quotes.jsonl")
+
+// The generated text of a `lora generate` run (between its ========== lines).
+std::string generated(const std::string& out) {
+  const size_t a = out.find("==========\n"), b = out.rfind("\n==========");
+  return a == std::string::npos || b == std::string::npos || b <= a ? out : out.substr(a + 11, b - a - 11);
+}
+
+void fuse_and_compare(const char* type) {
+  const std::string data = quotes_data(std::string("data_") + type, 16, 4);
+  const std::string ad = tmp_dir(std::string("adapter_") + type);
+  const CmdResult t = run_lora("train --device cpu --model '" + model() + "' --data '" + data + "' --adapter-path '" + ad +
+                               "' --iters 12 --learning-rate 1e-2 --num-layers -1 --batch-size 2 --fine-tune-type " + type +
+                               " --lora-keys q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj --val-batches 0 --seed 3 --threads 1");
+  ASSERT_EQ(t.code, 0) << t.err;
+  const std::string out = tmp_dir(std::string("fused_") + type) + "/model";
+  const CmdResult f = run_lora("fuse --model '" + model() + "' --adapter-path '" + ad + "' --save-path '" + out + "'");
+  ASSERT_EQ(f.code, 0) << f.err;
+  EXPECT_TRUE(contains(f.out, "Saved fused model to ")) << f.out;
+  for (const char* file : {"model.safetensors", "config.json", "tokenizer.model"})
+    EXPECT_TRUE(lora::test::file_exists(out + "/" + file)) << file;
+  EXPECT_FALSE(lora::test::file_exists(out + "/model.safetensors.index.json"));  // far below one shard
+  const std::string gen = "generate --device cpu --prompt 'Once upon a time' --ignore-chat-template --max-tokens 40 --threads 1";
+  const CmdResult with_adapter = run_lora(gen + " --model '" + model() + "' --adapter-path '" + ad + "'");
+  const CmdResult from_fused = run_lora(gen + " --model '" + out + "'");
+  const CmdResult base = run_lora(gen + " --model '" + model() + "'");
+  ASSERT_EQ(with_adapter.code, 0) << with_adapter.err;
+  ASSERT_EQ(from_fused.code, 0) << from_fused.err;
+  ASSERT_EQ(base.code, 0) << base.err;
+  EXPECT_EQ(generated(from_fused.out), generated(with_adapter.out));
+  EXPECT_NE(generated(from_fused.out), generated(base.out)) << "the adapter should change the greedy text";
+}
+
+TEST(FuseCli, LoraFusedGeneratesLikeAdapter) {
+  REQUIRE_DATA();
+  fuse_and_compare("lora");
+}
+
+TEST(FuseCli, DoraFusedGeneratesLikeAdapter) {
+  REQUIRE_DATA();
+  fuse_and_compare("dora");
+}
+
+TEST(FuseCli, BadInput) {
+  REQUIRE_DATA();
+  const std::string data = quotes_data("bad_data", 8, 2);
+  const std::string ad = tmp_dir("bad_adapter");
+  ASSERT_EQ(run_lora("train --device cpu --model '" + model() + "' --data '" + data + "' --adapter-path '" + ad +
+                     "' --iters 1 --batch-size 2 --num-layers -1 --val-batches 0 --threads 1").code, 0);
+  const std::string dir = tmp_dir("bad_out");
+  // An existing output folder is refused without --force and kept as it was.
+  write(dir + "/keep.txt", "x");
+  CmdResult r = run_lora("fuse --model '" + model() + "' --adapter-path '" + ad + "' --save-path '" + dir + "'");
+  EXPECT_EQ(r.code, 1) << r.err;
+  EXPECT_TRUE(contains(r.err, "already exists") && contains(r.err, "--force")) << r.err;
+  EXPECT_TRUE(lora::test::file_exists(dir + "/keep.txt"));
+  r = run_lora("fuse --model '" + model() + "' --adapter-path '" + ad + "' --save-path '" + dir + "' --force");
+  EXPECT_EQ(r.code, 0) << r.err;
+  EXPECT_FALSE(lora::test::file_exists(dir + "/keep.txt"));
+  EXPECT_TRUE(lora::test::file_exists(dir + "/model.safetensors"));
+  // A missing adapter, a GGUF base: one message, exit 1, nothing written.
+  const std::string out2 = tmp_dir("bad_out2") + "/m";
+  r = run_lora("fuse --model '" + model() + "' --adapter-path '" + ad + "/nope' --save-path '" + out2 + "'");
+  EXPECT_EQ(r.code, 1) << r.err;
+  EXPECT_TRUE(contains(r.err, "error: ")) << r.err;
+  EXPECT_FALSE(lora::test::file_exists(out2));
+  r = run_lora("fuse --model '" + lora::test::shared_dir() + "/models/stories260K/stories260K.gguf' --adapter-path '" + ad +
+               "' --save-path '" + out2 + "'");
+  EXPECT_EQ(r.code, 1) << r.err;
+  EXPECT_TRUE(contains(r.err, "GGUF")) << r.err;
+  EXPECT_FALSE(lora::test::file_exists(out2));
+}
+
+}  // namespace
