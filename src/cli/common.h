@@ -62,6 +62,7 @@ void register_init(CLI::App& app, Action& action);
 void register_data(CLI::App& app, Action& action);
 void register_train(CLI::App& app, Action& action);
 void register_fuse(CLI::App& app, Action& action);
+void register_convert(CLI::App& app, Action& action);
 void register_bench(CLI::App& app, Action& action);
 
 }  // namespace lora::cli

@@ -24,6 +24,7 @@ int main(int argc, char** argv) {
   lora::cli::register_data(app, action);
   lora::cli::register_train(app, action);
   lora::cli::register_fuse(app, action);
+  lora::cli::register_convert(app, action);
   lora::cli::register_bench(app, action);
 
   try {

@@ -16,6 +16,7 @@
 #include "core/log.h"
 #include "io/mapped_file.h"
 #include "io/safetensors.h"
+#include "train/adapter_peft.h"
 
 namespace lora {
 
@@ -170,6 +171,7 @@ LoraConfig adapter_read_config(const std::string& dir) {
 }
 
 Adapter adapter_load(const std::string& dir_or_file, const Model& m) {
+  if (adapter_is_peft(dir_or_file)) return adapter_load_peft(dir_or_file, m);  // PEFT's layout, detected
   std::string dir = dir_or_file, file;
   if (!path_is_dir(dir_or_file)) {
     if (!path_exists(dir_or_file))
