@@ -43,28 +43,7 @@ int run_fuse(const FuseFlags& f) {
   const Model fused = adapter_fuse(base, a);
   // Each weight keeps the base's dtype: the fused fp32 copies are rounded back once.
   std::map<std::string, DType> base_dtype;
-  auto note = [&](const Tensor& t, const std::string& name) {
-    if (t.defined()) base_dtype[name] = t.dtype;
-  };
-  note(base.tok_embd, "model.embed_tokens.weight");
-  note(base.out_norm, "model.norm.weight");
-  note(base.lm_head, "lm_head.weight");
-  for (size_t i = 0; i < base.layers.size(); ++i) {
-    const LayerWeights& l = base.layers[i];
-    const int li = int(i);
-    note(l.attn_norm, model_hf_name(li, "input_layernorm.weight"));
-    note(l.wq, model_hf_name(li, "self_attn.q_proj.weight"));
-    note(l.wk, model_hf_name(li, "self_attn.k_proj.weight"));
-    note(l.wv, model_hf_name(li, "self_attn.v_proj.weight"));
-    note(l.wo, model_hf_name(li, "self_attn.o_proj.weight"));
-    note(l.bq, model_hf_name(li, "self_attn.q_proj.bias"));
-    note(l.bk, model_hf_name(li, "self_attn.k_proj.bias"));
-    note(l.bv, model_hf_name(li, "self_attn.v_proj.bias"));
-    note(l.ffn_norm, model_hf_name(li, "post_attention_layernorm.weight"));
-    note(l.w_gate, model_hf_name(li, "mlp.gate_proj.weight"));
-    note(l.w_up, model_hf_name(li, "mlp.up_proj.weight"));
-    note(l.w_down, model_hf_name(li, "mlp.down_proj.weight"));
-  }
+  for (const NamedTensor& n : model_hf_tensors(base)) base_dtype[n.name] = n.t.dtype;
   ModelSaveOptions so;
   so.overwrite = f.force;
   so.dtype_of = [&](const std::string& name, const Tensor& t) {

@@ -20,13 +20,12 @@ namespace {
 
 namespace fs = std::filesystem;
 
-struct Named {
-  std::string name;
-  Tensor t;
-};
+using Named = NamedTensor;
 
-std::vector<Named> hf_tensors(const Model& m) {
-  std::vector<Named> v;
+}  // namespace
+
+std::vector<NamedTensor> model_hf_tensors(const Model& m) {
+  std::vector<NamedTensor> v;
   v.push_back({"model.embed_tokens.weight", m.tok_embd});
   for (size_t i = 0; i < m.layers.size(); ++i) {
     const LayerWeights& l = m.layers[i];
@@ -51,6 +50,8 @@ std::vector<Named> hf_tensors(const Model& m) {
   if (!m.cfg.tie_embeddings) v.push_back({"lm_head.weight", m.lm_head});
   return v;
 }
+
+namespace {
 
 void copy_file(const std::string& from, const std::string& to) {
   const std::string bytes = read_text_file(from);
@@ -79,7 +80,7 @@ void model_save_hf(const Model& m, const std::string& src_dir, const std::string
     std::vector<std::vector<Named>> shards(1);
     int64_t cur = 0;
     auto target = [&](const Named& n) { return o.dtype_of ? o.dtype_of(n.name, n.t) : n.t.dtype; };
-    for (const Named& n : hf_tensors(m)) {
+    for (const Named& n : model_hf_tensors(m)) {
       LORA_CHECK(n.t.device == DEVICE_CPU && n.t.is_contiguous(), "model_save_hf: {} must be a host tensor", n.name);
       LORA_CHECK(!dtype_is_quant(n.t.dtype), "model_save_hf: {} is quantized", n.name);
       const int64_t bytes = dtype_nbytes(target(n), n.t.numel());

@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <functional>
 #include <string>
+#include <vector>
 
 #include "model/model.h"
 
@@ -19,6 +20,14 @@ struct ModelSaveOptions {
   // The dtype each weight is written in (F32/BF16/F16), given its HF name; default: the tensor's own dtype.
   std::function<DType(const std::string& name, const Tensor& t)> dtype_of;
 };
+
+// Every weight of m under its HF name (embedding, per-layer norms/projections/biases, final norm, lm_head
+// unless tied), in that order.
+struct NamedTensor {
+  std::string name;
+  Tensor t;
+};
+std::vector<NamedTensor> model_hf_tensors(const Model& m);
 
 // src_dir: the HF folder the model came from (config.json etc. are copied from it).
 void model_save_hf(const Model& m, const std::string& src_dir, const std::string& out_dir, const ModelSaveOptions& o);

@@ -13,49 +13,18 @@
 #include <sstream>
 #include <string>
 
-#include "test_util.h"
+#include "cli_util.h"
 
 namespace {
 
 using nlohmann::json;
+using lora::test::CmdResult;
+using lora::test::contains;
+using lora::test::slurp;
+using lora::test::write;
 
-struct CmdResult {
-  int code = -1;
-  std::string out, err;
-};
-
-std::string slurp(const std::string& p) {
-  std::ifstream f(p, std::ios::binary);
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
-}
-
-void write(const std::string& p, const std::string& data) {
-  std::ofstream f(p, std::ios::binary);
-  f << data;
-}
-
-std::string tmp_dir(const std::string& name) {
-  const std::string d = ::testing::TempDir() + "/lora_fuse_cli_" + name;
-  EXPECT_EQ(std::system(("rm -rf '" + d + "' && mkdir -p '" + d + "'").c_str()), 0);
-  return d;
-}
-
-CmdResult run_lora(const std::string& args) {
-  static int n = 0;
-  const std::string base = ::testing::TempDir() + "/lora_fuse_cli_run" + std::to_string(::getpid()) + "_" + std::to_string(n++);
-  const std::string cmd = "'" + lora::test::lora_bin() + "' " + args + " </dev/null >'" + base + ".out' 2>'" + base + ".err'";
-  const int st = std::system(cmd.c_str());
-  CmdResult r;
-  r.code = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-  r.out = slurp(base + ".out");
-  r.err = slurp(base + ".err");
-  return r;
-}
-
-bool contains(const std::string& s, const std::string& needle) { return s.find(needle) != std::string::npos; }
-
+CmdResult run_lora(const std::string& args) { return lora::test::run_lora("lora_fuse_cli_", args); }
+std::string tmp_dir(const std::string& name) { return lora::test::tmp_dir("lora_fuse_cli_", name); }
 
 std::string model() { return lora::test::shared_dir() + "/models/stories260K-hf"; }
 
