@@ -1,5 +1,5 @@
 // Helpers shared by the end-to-end CLI tests (tests/cli/): run the `lora` binary with arguments and capture
-// its exit code, stdout and stderr; read and write whole files; fresh temporary folders.
+// its exit code, stdout and stderr; read and write whole files; fresh temporary folders; quote data sets.
 #pragma once
 #include <gtest/gtest.h>
 #include <sys/wait.h>
@@ -7,6 +7,7 @@
 
 #include <cstdlib>
 #include <fstream>
+#include <nlohmann/json.hpp>
 #include <sstream>
 #include <string>
 
@@ -38,6 +39,25 @@ inline std::string tmp_dir(const std::string& prefix, const std::string& name) {
   const std::string d = ::testing::TempDir() + "/" + prefix + name;
   EXPECT_EQ(std::system(("rm -rf '" + d + "' && mkdir -p '" + d + "'").c_str()), 0);
   return d;
+}
+
+// Writes dir/train.jsonl (and dir/valid.jsonl when with_valid) with n_train / n_valid short {"text"}
+// records from ../shared's english_quotes ("quote - author", at most 90 characters); returns dir.
+inline std::string write_quotes(const std::string& dir, int n_train, int n_valid, bool with_valid = true) {
+  std::ifstream in(shared_dir() + "/data/english_quotes/quotes.jsonl");
+  std::string line, tr, va;
+  int n = 0;
+  while (std::getline(in, line) && n < n_train + n_valid) {
+    const nlohmann::json j = nlohmann::json::parse(line, nullptr, false);
+    if (j.is_discarded() || !j.contains("quote") || !j.contains("author")) continue;
+    const std::string text = j["quote"].get<std::string>() + " - " + j["author"].get<std::string>();
+    if (text.size() > 90) continue;
+    (n < n_train ? tr : va) += nlohmann::json({{"text", text}}).dump() + "\n";
+    ++n;
+  }
+  write(dir + "/train.jsonl", tr);
+  if (with_valid) write(dir + "/valid.jsonl", va);
+  return dir;
 }
 
 // Runs `lora <args>` (stdin from /dev/null); prefix names its output files under TempDir.

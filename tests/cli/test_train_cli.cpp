@@ -29,21 +29,7 @@ std::string model() { return lora::test::shared_dir() + "/models/stories260K-hf"
 
 // `n_train` / `n_valid` short {"text"} records from english_quotes ("quote - author", at most 90 chars).
 std::string quotes_data(const std::string& name, int n_train, int n_valid, bool with_valid = true) {
-  const std::string dir = tmp_dir(name);
-  std::ifstream in(lora::test::shared_dir() + "/data/english_quotes/quotes.jsonl");
-  std::string line, tr, va;
-  int n = 0;
-  while (std::getline(in, line) && n < n_train + n_valid) {
-    const json j = json::parse(line, nullptr, false);
-    if (j.is_discarded() || !j.contains("quote") || !j.contains("author")) continue;
-    const std::string text = j["quote"].get<std::string>() + " - " + j["author"].get<std::string>();
-    if (text.size() > 90) continue;
-    (n < n_train ? tr : va) += json({{"text", text}}).dump() + "\n";
-    ++n;
-  }
-  write(dir + "/train.jsonl", tr);
-  if (with_valid) write(dir + "/valid.jsonl", va);
-  return dir;
+  return lora::test::write_quotes(tmp_dir(name), n_train, n_valid, with_valid);
 }
 
 std::vector<json> metrics(const std::string& dir) {

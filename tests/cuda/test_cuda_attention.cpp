@@ -20,16 +20,12 @@
 #include "cuda/attention.h"
 #include "cuda/check.h"
 #include "cuda/device.h"
+#include "cuda_test_util.h"
 #include "tolerances.h"
 
 namespace lora {
 namespace {
 
-#define LORA_REQUIRE_CUDA()                                                                  \
-  do {                                                                                       \
-    if (cuda_device_count() == 0)                                                            \
-      GTEST_SKIP() << "skipped: no CUDA device (cuda_device_count() == 0); run on a GPU machine"; \
-  } while (0)
 
 // Device array of f32 freed on scope exit, filled from / read back to host vectors.
 struct DevF32 {

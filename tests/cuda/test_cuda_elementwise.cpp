@@ -21,16 +21,12 @@
 #include "cuda/device.h"
 #include "cuda/kernels.h"
 #include "ops/ops.h"
+#include "cuda_test_util.h"
 #include "tolerances.h"
 
 namespace lora {
 namespace {
 
-#define LORA_REQUIRE_CUDA()                                                                       \
-  do {                                                                                            \
-    if (cuda_device_count() == 0)                                                                 \
-      GTEST_SKIP() << "skipped: no CUDA device (cuda_device_count() == 0); run on a GPU machine"; \
-  } while (0)
 
 const int64_t kCols[] = {1, 31, 32, 33, 2049};
 const int64_t kRows[] = {1, 3, 7};

@@ -16,16 +16,12 @@
 #include "cuda/device.h"
 #include "cuda/gemm.h"
 #include "cuda/kernels.h"
+#include "cuda_test_util.h"
 #include "tolerances.h"
 
 namespace lora {
 namespace {
 
-#define LORA_REQUIRE_CUDA()                                                                  \
-  do {                                                                                       \
-    if (cuda_device_count() == 0)                                                            \
-      GTEST_SKIP() << "skipped: no CUDA device (cuda_device_count() == 0); run on a GPU machine"; \
-  } while (0)
 
 // Device buffer freed on scope exit.
 struct DevBuf {

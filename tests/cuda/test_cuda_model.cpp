@@ -27,17 +27,17 @@
 #include "model/llama_train.h"
 #include "model/lora.h"
 #include "test_util.h"
+#include "cuda_test_util.h"
 #include "tolerances.h"
 #include "train/optimizer.h"
 
 namespace lora {
 namespace {
 
-#define LORA_REQUIRE_CUDA()                                                                       \
-  do {                                                                                            \
-    if (cuda_device_count() == 0)                                                                 \
-      GTEST_SKIP() << "skipped: no CUDA device (cuda_device_count() == 0); run on a GPU machine"; \
-    gpu(); /* opens the device and registers its memory functions */                            \
+#define LORA_REQUIRE_GPU_OPS() \
+  do {                     \
+    LORA_REQUIRE_CUDA();     \
+    gpu(); /* opens the device and registers its memory functions */ \
   } while (0)
 
 Ops& gpu() {
@@ -120,22 +120,22 @@ void golden_on_gpu(const char* file, FineTuneType type, DType wtype, double tol_
 }
 
 TEST(CudaModel, GoldenLoraF32Weights) {
-  LORA_REQUIRE_CUDA();
+  LORA_REQUIRE_GPU_OPS();
   golden_on_gpu("lora.safetensors", FT_LORA, DTYPE_F32, tol::kGoldenLogits, tol::kGoldenTrainLoss,
                 tol::kGoldenTrainGrad);
 }
 TEST(CudaModel, GoldenDoraF32Weights) {
-  LORA_REQUIRE_CUDA();
+  LORA_REQUIRE_GPU_OPS();
   golden_on_gpu("dora.safetensors", FT_DORA, DTYPE_F32, tol::kGoldenLogits, tol::kGoldenTrainLoss,
                 tol::kGoldenTrainGrad);
 }
 TEST(CudaModel, GoldenLoraBf16Weights) {
-  LORA_REQUIRE_CUDA();
+  LORA_REQUIRE_GPU_OPS();
   golden_on_gpu("lora.safetensors", FT_LORA, DTYPE_BF16, tol::kCudaBf16Logits, tol::kCudaBf16Loss,
                 tol::kCudaBf16Grad);
 }
 TEST(CudaModel, GoldenDoraBf16Weights) {
-  LORA_REQUIRE_CUDA();
+  LORA_REQUIRE_GPU_OPS();
   golden_on_gpu("dora.safetensors", FT_DORA, DTYPE_BF16, tol::kCudaBf16Logits, tol::kCudaBf16Loss,
                 tol::kCudaBf16Grad);
 }
@@ -211,25 +211,25 @@ void steps_cpu_vs_gpu(FineTuneType type, double dropout, bool ckpt, int steps) {
 }
 
 TEST(CudaModel, AdamStepsLoraMatchCpu) {
-  LORA_REQUIRE_CUDA();
+  LORA_REQUIRE_GPU_OPS();
   steps_cpu_vs_gpu(FT_LORA, 0.0, false, 5);
 }
 TEST(CudaModel, AdamStepsLoraDropoutCheckpointMatchCpu) {
-  LORA_REQUIRE_CUDA();
+  LORA_REQUIRE_GPU_OPS();
   steps_cpu_vs_gpu(FT_LORA, 0.1, true, 5);
 }
 TEST(CudaModel, AdamStepsDoraMatchCpu) {
-  LORA_REQUIRE_CUDA();
+  LORA_REQUIRE_GPU_OPS();
   steps_cpu_vs_gpu(FT_DORA, 0.0, true, 5);
 }
 TEST(CudaModel, AdamStepsFullMatchCpu) {
-  LORA_REQUIRE_CUDA();
+  LORA_REQUIRE_GPU_OPS();
   steps_cpu_vs_gpu(FT_FULL, 0.0, false, 3);
 }
 
 // Gradient checkpointing recomputes the same numbers: gradients bit for bit equal on the GPU too.
 TEST(CudaModel, CheckpointGradientsBitExact) {
-  LORA_REQUIRE_CUDA();
+  LORA_REQUIRE_GPU_OPS();
   const Model& host = tiny();
   const Model dm = model_to_device(host, DEVICE_CUDA, DTYPE_BF16);
   LoraConfig lc;
@@ -256,7 +256,7 @@ TEST(CudaModel, CheckpointGradientsBitExact) {
 // A recorded step (CUDA graph) replays exactly what the eager step computed: the same batch three times
 // (eager, recorded, replayed) gives bit-identical gradients and losses.
 TEST(CudaModel, GraphReplayEqualsEagerStep) {
-  LORA_REQUIRE_CUDA();
+  LORA_REQUIRE_GPU_OPS();
   const Model& host = tiny();
   const Model dm = model_to_device(host, DEVICE_CUDA, DTYPE_BF16);
   LoraConfig lc;
@@ -308,19 +308,19 @@ void infer_cpu_vs_gpu(const char* name, DType wtype, double tol) {
 }
 
 TEST(CudaModel, InferenceF32MatchesCpu) {
-  LORA_REQUIRE_CUDA();
+  LORA_REQUIRE_GPU_OPS();
   infer_cpu_vs_gpu("llama_untied", DTYPE_F32, tol::kGoldenLogits);
   infer_cpu_vs_gpu("llama_tied", DTYPE_F32, tol::kGoldenLogits);
   infer_cpu_vs_gpu("qwen2_bias", DTYPE_F32, tol::kGoldenLogits);
 }
 TEST(CudaModel, InferenceBf16MatchesCpu) {
-  LORA_REQUIRE_CUDA();
+  LORA_REQUIRE_GPU_OPS();
   infer_cpu_vs_gpu("llama_untied", DTYPE_BF16, tol::kCudaBf16Logits);
 }
 
 // Bad input is caught on the host before anything reaches the device.
 TEST(CudaModel, BadTokenIdIsAnError) {
-  LORA_REQUIRE_CUDA();
+  LORA_REQUIRE_GPU_OPS();
   const Model dm = model_to_device(tiny(), DEVICE_CUDA, DTYPE_BF16);
   LlamaSession s(dm, gpu(), 16, 4);
   const int32_t bad = int32_t(tiny().cfg.vocab);

@@ -33,17 +33,13 @@
 #include "cuda/train_kernels.h"
 #include "model/lora.h"
 #include "ops/ops.h"
+#include "cuda_test_util.h"
 #include "tolerances.h"
 #include "train/optimizer.h"
 
 namespace lora {
 namespace {
 
-#define LORA_REQUIRE_CUDA()                                                                       \
-  do {                                                                                            \
-    if (cuda_device_count() == 0)                                                                 \
-      GTEST_SKIP() << "skipped: no CUDA device (cuda_device_count() == 0); run on a GPU machine"; \
-  } while (0)
 
 // Device array of T freed on scope exit. upload() and download() wait for the whole device, so a
 // kernel queued on the context's (non-blocking) stream never races the legacy-stream copies.
