@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Makes tests/fixtures/quant/*.json: oracle data for src/model/quant.{h,cpp} (tests/unit/test_quant.cpp).
+"""Makes tests/fixtures/quant/*.json: oracle data for src/core/quant.{h,cpp} (tests/unit/test_quant.cpp).
 
 For each llama.cpp block type (q4_0 q4_1 q5_0 q5_1 q8_0 q4_k q5_k q6_k) one JSON file with:
   "dequant": raw blocks ("blocks_b64") and gguf-py's dequantization of them ("floats_b64", f32 LE).

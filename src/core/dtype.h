@@ -1,5 +1,5 @@
 // Element types: plain floats and llama.cpp's quantized block types, with their sizes and
-// scalar conversions (f16/bf16 <-> f32). Block layouts themselves live in model/quant.h.
+// scalar conversions (f16/bf16 <-> f32). Block layouts themselves live in core/quant.h.
 #pragma once
 #include <cstdint>
 #include <cstring>

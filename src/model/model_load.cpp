@@ -22,7 +22,7 @@
 #include "io/mapped_file.h"
 #include "io/safetensors.h"
 #include "model/model.h"
-#include "model/quant.h"
+#include "core/quant.h"
 
 namespace lora {
 

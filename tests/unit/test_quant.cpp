@@ -1,4 +1,4 @@
-// Tests for model/quant.h: llama.cpp's block formats.
+// Tests for core/quant.h: llama.cpp's block formats.
 //  - dequantization equals gguf-py's bit for bit on fixture blocks (quantized rows + random valid
 //    blocks) for all 8 types, serial and multi-threaded;
 //  - quantization equals the oracle's bytes: gguf-py for Q4_0..Q8_0, the scalar f32 port of ggml's
@@ -21,7 +21,7 @@
 #include "core/error.h"
 #include "core/rng.h"
 #include "io/gguf.h"
-#include "model/quant.h"
+#include "core/quant.h"
 #include "test_util.h"
 #include "tolerances.h"
 

@@ -9,7 +9,7 @@
 #elif defined(__GNUC__)
 #pragma GCC optimize("fp-contract=off")
 #endif
-#include "model/quant.h"
+#include "core/quant.h"
 
 #include <algorithm>
 #include <bit>
@@ -18,7 +18,7 @@
 #include <cstring>
 
 #include "core/error.h"
-#include "model/quant_bytes.h"
+#include "core/quant_bytes.h"
 
 static_assert(std::endian::native == std::endian::little, "quant.cpp assumes a little-endian host");
 

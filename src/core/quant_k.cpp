@@ -20,8 +20,8 @@
 #include <cstring>
 
 #include "core/error.h"
-#include "model/quant_bytes.h"
-#include "model/quant.h"
+#include "core/quant_bytes.h"
+#include "core/quant.h"
 
 namespace lora {
 

@@ -1,4 +1,4 @@
-// Internal to model/quant*.cpp: fp16 fields of llama.cpp's blocks, read and written at any byte
+// Internal to core/quant*.cpp: fp16 fields of llama.cpp's blocks, read and written at any byte
 // address (blocks sit unaligned inside memory-mapped files).
 #pragma once
 #include <cstdint>
