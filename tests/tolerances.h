@@ -81,4 +81,10 @@ inline constexpr double kPeftParityLossBf16 = 2e-3;    // relative, each of 10 A
 // Graph-friendly decode attention (test_cuda_attention_decode): cuda_attention_decode vs the reference is held to
 // kCudaAttention; against cuda_attention_fwd on the same inputs (the keys split differently) |Δ| <= tol absolute.
 inline constexpr double kCudaAttnDecodeVsFwd = 1e-5;  // two f32 evaluations each ~1e-6 from the double; measured 1.2e-7 (CPU emulation; 6.6e-7 vs the double)
+// QLoRA on the CPU (test_qlora_ops): linear forward/backward with quantized weights (dequantized a panel at a time)
+// vs the same op on the exactly dequantized f32 weights: the same products, summed in different blockings.
+inline constexpr double kQuantLinearVsF32 = 1e-5;  // |Δ| / max |want|; measured ~1e-7
+// GGUF-LoRA adapters written by gguf-py as convert_lora_to_gguf.py does (test_gguf_adapter): our fused f32 logits
+// vs llama.cpp's (llama-cpp-python 0.3.36, CPU, F32 KV cache) with the adapter applied as x·A·B beside W, stories260K.
+inline constexpr double kGgufLoraVsLlamaCpp = 1e-4;  // |Δ| / (1 + |want|); MEASURED_PLACEHOLDER
 }  // namespace lora::tol

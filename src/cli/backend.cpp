@@ -5,6 +5,7 @@
 #include <omp.h>
 
 #include "core/error.h"
+#include "core/quant.h"
 #include "core/log.h"
 #include "cpu/cpu_ops.h"
 #ifdef LORA_HAVE_CUDA
@@ -61,10 +62,21 @@ Backend backend_open(const std::string& spec) {
   return b;
 }
 
-ModelLoadOptions backend_load_options(const Backend& b) {
+ModelLoadOptions backend_load_options(const Backend& b, DType quantize) {
   ModelLoadOptions o;
   if (b.is_gpu()) o.compute_dtype = DTYPE_BF16;
+  o.keep_quantized = true;
+  o.quantize = quantize;
   return o;
+}
+
+DType parse_quantize_flag(const std::string& name) {
+  if (name.empty()) return DTYPE_F32;
+  DType t;
+  if (!dtype_from_name(name, &t) || !dtype_is_quant(t) || !quant_can_quantize(t))
+    fail_input("--quantize " + name, "is not a quantization type",
+               "use q8_0, q4_0, q4_1, q5_0, q5_1, q4_k, q5_k or q6_k (a quantized GGUF needs none)");
+  return t;
 }
 
 Model Backend::place(const Model& m) const {

@@ -34,7 +34,10 @@ void add_device_flag(CLI::App* cmd, std::string& device);
 // Opens the backend named by --device. lora::Error for an unknown name, a missing GPU, or "cuda" in a
 // build without CUDA.
 Backend backend_open(const std::string& spec);
-// The model load options that suit the backend (a GPU keeps BF16 on the host to avoid an f32 copy).
-ModelLoadOptions backend_load_options(const Backend& b);
+// The model load options that suit the backend (a GPU keeps BF16 on the host to avoid an f32 copy;
+// quantized GGUF weights stay quantized on every backend), with `quantize` (DTYPE_F32 = none) applied at load.
+ModelLoadOptions backend_load_options(const Backend& b, DType quantize = DTYPE_F32);
+// --quantize's value ("" = none) as a quantized DType; lora::Error naming the flag for anything else.
+DType parse_quantize_flag(const std::string& name);
 
 }  // namespace lora::cli

@@ -75,7 +75,7 @@ struct BenchFlags {
   bool warm_shapes = true;
   int64_t lora_rank = 8, num_layers = 16;
   double lora_scale = 20.0, learning_rate = 1e-4, peak_tflops = 0;
-  std::string lora_keys = "q_proj,v_proj", fine_tune_type = "lora";
+  std::string lora_keys = "q_proj,v_proj", fine_tune_type = "lora", quantize;
   uint64_t seed = 42;
   int64_t prompt_len = 512, gen_len = 128, gen_reps = 1;
 };
@@ -652,7 +652,9 @@ int run_bench(const BenchFlags& flags, const CLI::App& cmd) {
     path = preset_model_dir(f.cache_dir);
     b.model_label = "tinyllama-1.1b-random";
   }
-  b.host = model_load(path, backend_load_options(b.backend));
+  const DType quant = parse_quantize_flag(f.quantize);
+  if (quant != DTYPE_F32) b.model_label += "-" + f.quantize;
+  b.host = model_load(path, backend_load_options(b.backend, quant));
   const ModelConfig& c = b.host.cfg;
   if (c.vocab <= 3) fail_input(path, fmt::format("the vocabulary has {} tokens", c.vocab), "the benchmark draws ids from [3, V)");
 
@@ -746,6 +748,7 @@ void register_bench(CLI::App& app, Action& action) {
   cmd->add_option("--json", f->json_path, "Append one JSON object per table row to this file");
   cmd->add_option("--threads,-t", f->threads, "CPU threads (0 = all cores)")->check(CLI::NonNegativeNumber);
   add_device_flag(cmd, f->device);
+  cmd->add_option("--quantize", f->quantize, "QLoRA: quantize the model's weights at load (q8_0, q4_0, q4_k, ...)");
   cmd->callback([f, cmd, &action] { action = [f, cmd] { return run_bench(*f, *cmd); }; });
 }
 

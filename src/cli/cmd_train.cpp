@@ -26,7 +26,7 @@ namespace {
 struct TrainFlags {
   std::string model = "mlx_model", data = "data/", fine_tune_type = "lora", optimizer = "adam";
   std::string resume_adapter_file, adapter_path = "adapters", config, lora_keys, lr_schedule = "constant";
-  std::string chat_template;
+  std::string chat_template, quantize;
   bool train = false, mask_prompt = false, test = false, grad_checkpoint = false, resume = false;
   int64_t num_layers = 16, batch_size = 4, iters = 1000, epochs = 0, val_batches = 25, steps_per_report = 10;
   int64_t steps_per_eval = 200, save_every = 100, test_batches = 500, max_seq_length = 2048, grad_accumulation_steps = 1;
@@ -88,6 +88,7 @@ int run_train(const TrainFlags& f, const CLI::App& cmd) {
   if (given("--grad-checkpoint")) cli["grad_checkpoint"] = true;
   if (given("--grad-accumulation-steps")) cli["grad_accumulation_steps"] = f.grad_accumulation_steps;
   if (given("--seed")) cli["seed"] = f.seed;
+  if (given("--quantize")) cli["quantize"] = f.quantize;
   json lp = json::object();
   if (given("--lora-rank")) lp["rank"] = f.lora_rank;
   if (given("--lora-scale")) lp["scale"] = f.lora_scale;
@@ -120,7 +121,7 @@ int run_train(const TrainFlags& f, const CLI::App& cmd) {
   std::fflush(stdout);
   Backend backend = backend_open(f.device);
   if (backend.is_gpu()) std::printf("Device: %s\n", backend.description.c_str());
-  Model model = model_load(args.model, backend_load_options(backend));
+  Model model = model_load(args.model, backend_load_options(backend, args.quantize));
   auto tok = tokenizer_load(args.model);
   if (tok->vocab_size() > model.cfg.vocab)
     fail_input(args.model, fmt::format("the tokenizer has {} tokens but the model's vocabulary is {}", tok->vocab_size(), model.cfg.vocab),
@@ -244,6 +245,9 @@ void register_train(CLI::App& app, Action& action) {
   cmd->add_option("--chat-template", f->chat_template, "Override the chat template for chat/completions data (name or Jinja file)");
   cmd->add_option("--threads,-t", f->threads, "CPU threads (0 = all cores)")->check(CLI::NonNegativeNumber);
   add_device_flag(cmd, f->device);
+  cmd->add_option("--quantize", f->quantize,
+                  "QLoRA: quantize the base's weights at load (q8_0, q4_0, q4_k, ...; llama.cpp's blocks). A quantized "
+                  "GGUF base trains as it is without this");
   cmd->callback([f, cmd, &action] { action = [f, cmd] { return run_train(*f, *cmd); }; });
 }
 

@@ -24,6 +24,8 @@ void add_model_flags(CLI::App* cmd, ModelFlags& f, bool required) {
       ->check(CLI::NonNegativeNumber);
   cmd->add_option("--threads,-t", f.threads, "CPU threads (0 = all cores)")->check(CLI::NonNegativeNumber);
   add_device_flag(cmd, f.device);
+  cmd->add_option("--quantize", f.quantize,
+                  "Quantize the weights at load (q8_0, q4_0, q4_k, ...; llama.cpp's blocks). Quantized GGUFs stay quantized");
 }
 
 void add_adapter_flag(CLI::App* cmd, ModelFlags& f) {
@@ -68,7 +70,7 @@ std::unique_ptr<Loaded> load_for_inference(const ModelFlags& f) {
   Timer t;
   L->backend = backend_open(f.device);
   log_debug("device: {}", L->backend.description);
-  L->model = model_load(f.model, backend_load_options(L->backend));
+  L->model = model_load(f.model, backend_load_options(L->backend, parse_quantize_flag(f.quantize)));
   if (!f.adapter_path.empty()) {
     // Fusing W' = W + scale·BᵀAᵀ once lets the inference session run unchanged.
     const Adapter a = adapter_load(f.adapter_path, L->model);

@@ -24,6 +24,7 @@ struct ModelFlags {
   int threads = 0;            // 0 = all cores
   std::string adapter_path;   // a trained adapter folder to apply (fused into the weights); empty = none
   std::string device = "auto";  // --device
+  std::string quantize;         // --quantize: quantize the weights at load ("" = as stored)
 };
 void add_model_flags(CLI::App* cmd, ModelFlags& f, bool required = true);
 // --adapter-path for generate/chat.

@@ -274,6 +274,22 @@ bool quant_can_quantize(DType t) {
   }
 }
 
+DType quant_type_for_weight(DType requested, bool is_output, int64_t cols, DType keep) {
+  if (!dtype_is_quant(requested)) return requested;
+  DType t = requested;
+  if (is_output && t != DTYPE_Q8_0) t = DTYPE_Q6_K;
+  if (cols % dtype_block_elems(t) != 0) {
+    switch (t) {
+      case DTYPE_Q4_K: t = DTYPE_Q5_0; break;
+      case DTYPE_Q5_K: t = DTYPE_Q5_1; break;
+      case DTYPE_Q6_K: t = DTYPE_Q8_0; break;
+      default: break;
+    }
+    if (cols % dtype_block_elems(t) != 0) t = keep;
+  }
+  return t;
+}
+
 void quant_quantize_row(DType t, const float* src, void* dst, int64_t n) {
   LORA_CHECK(quant_can_quantize(t), "quant_quantize_row: quantizing to {} is not implemented", dtype_name(t));
   if (!dtype_is_quant(t)) {

@@ -69,6 +69,13 @@ bool quant_can_quantize(DType t);
 // memory-safe) blocks.
 void quant_quantize_row(DType t, const float* src, void* dst, int64_t n);
 
+// The type llama.cpp's quantizer gives a 2-D weight when asked for `requested` (llama_tensor_get_type,
+// without an importance matrix): the output projection (lm_head) becomes Q6_K for the 4/5-bit types and
+// stays Q8_0 for Q8_0; a row length that is not a whole number of blocks falls back to the 32-element
+// type of the same family (Q4_K -> Q5_0, Q5_K -> Q5_1, Q6_K -> Q8_0); rows that are not whole 32-blocks
+// either stay `keep` (the source's float type).
+DType quant_type_for_weight(DType requested, bool is_output, int64_t cols, DType keep);
+
 // Unpacks the 6-bit scale and min of sub-block j (0..7) from a Q4_K/Q5_K scales[12] array
 // (llama.cpp's get_scale_min_k4).
 void quant_k4_scale_min(int j, const uint8_t* scales, uint8_t* sc, uint8_t* m);

@@ -45,6 +45,9 @@ inline float load_f32(const void* p, DType t, int64_t i) {
 }
 
 inline bool dtype_is_float(DType t) { return t == DTYPE_F32 || t == DTYPE_BF16 || t == DTYPE_F16; }
+// Frozen weights (linears, embeddings) may also be llama.cpp's quantized blocks (QLoRA): they are
+// dequantized a panel at a time (core/quant.h), so rows must be whole blocks.
+inline bool dtype_is_weight(DType t) { return dtype_is_float(t) || dtype_is_quant(t); }
 
 // Rows of a 2-D-or-more tensor viewed as (rows, last dim).
 inline int64_t tensor_rows(const Tensor& t) { return t.ndim == 0 ? 1 : t.numel() / t.dim(-1); }

@@ -1,5 +1,5 @@
 // linear_fwd: y (N, out) = x (N, in) · Wᵀ (+ bias). N == 1 (decoding) goes to the bandwidth-bound
-// matvec (matvec.cpp); N > 1 (prefill) to a GEMM: cblas_sgemm straight on F32 weights; BF16/F16 weights
+// matvec (matvec.cpp); N > 1 (prefill) to a GEMM: cblas_sgemm straight on F32 weights; BF16/F16 and quantized weights
 // are converted one row panel at a time into an f32 scratch buffer and each panel is one sgemm, so the
 // conversion is paid once per weight per call, not once per token. Threading: gemm.h.
 //
@@ -41,7 +41,7 @@ int64_t panel_len(int64_t extent, int64_t cap, int64_t threads) {
 // Panels of W's rows are handed out dynamically to the OpenMP threads (a thread the OS pauses holds
 // up the others by one panel, not by a static share): convert the panel to f32 (in cache), one
 // single-threaded sgemm into y's matching columns.
-void linear_gemm_half(const float* x, const Tensor& w, int64_t n, int64_t out, int64_t in, float* y) {
+void linear_gemm_converted(const float* x, const Tensor& w, int64_t n, int64_t out, int64_t in, float* y) {
   const char* wbytes = static_cast<const char*>(w.data);
   const DType wt = w.dtype;
   const bool par = n * out * in >= kParallelMacs;
@@ -55,7 +55,7 @@ void linear_gemm_half(const float* x, const Tensor& w, int64_t n, int64_t out, i
     thread_local std::vector<float> panel;
     if (int64_t(panel.size()) < rows * in) panel.resize(size_t(rows * in));
     const int64_t r0 = p * rows, nr = std::min(rows, out - r0);
-    for (int64_t r = 0; r < nr; ++r) convert_to_f32(wbytes + size_t((r0 + r) * in) * 2, wt, panel.data() + r * in, in);
+    for (int64_t r = 0; r < nr; ++r) convert_to_f32(wbytes + dtype_nbytes(wt, (r0 + r) * in), wt, panel.data() + r * in, in);
     gemm_nt_f32_serial(n, nr, in, x, in, panel.data(), in, y + r0, out);  // y[:, r0:r0+nr]
   }
 }
@@ -65,7 +65,8 @@ void linear_gemm_half(const float* x, const Tensor& w, int64_t n, int64_t out, i
 void linear_fwd(const Tensor& x, const Tensor& w, const Tensor* bias, Tensor& y) {
   LORA_CHECK(w.ndim == 2 && w.is_contiguous(), "linear: weight must be a contiguous (out, in), got {}",
              w.shape_str());
-  LORA_CHECK(dtype_is_float(w.dtype), "linear: weight dtype {} not supported on CPU", dtype_name(w.dtype));
+  LORA_CHECK(dtype_is_weight(w.dtype) && w.dim(1) % dtype_block_elems(w.dtype) == 0,
+             "linear: weight dtype {} {} not supported on CPU", dtype_name(w.dtype), w.shape_str());
   const int64_t out = w.dim(0), in = w.dim(1);
   LORA_CHECK(x.dtype == DTYPE_F32 && y.dtype == DTYPE_F32 && x.is_contiguous() && y.is_contiguous(),
              "linear: x and y must be contiguous f32");
@@ -80,7 +81,7 @@ void linear_fwd(const Tensor& x, const Tensor& w, const Tensor* bias, Tensor& y)
   } else if (w.dtype == DTYPE_F32) {
     gemm_nt_f32(n, out, in, X, in, w.f32(), in, Y, out);
   } else {
-    linear_gemm_half(X, w, n, out, in, Y);
+    linear_gemm_converted(X, w, n, out, in, Y);
   }
   if (bias && bias->defined()) {
     LORA_CHECK(bias->numel() == out, "linear: bias {} for {} outputs", bias->shape_str(), out);
@@ -124,7 +125,6 @@ void dropout_apply(const LoraOperand& lo, const float* x, int64_t count, float* 
 void dora_denom(const Tensor& w, const LoraOperand& lo, float* denom) {
   const int64_t out = w.dim(0), in = w.dim(1), r = lo.a.dim(1);
   const char* wbytes = static_cast<const char*>(w.data);
-  const int64_t esize = dtype_nbytes(w.dtype, 1);
 #pragma omp parallel if (out * in >= (int64_t(1) << 16))
   {
     thread_local std::vector<float> panel;
@@ -135,7 +135,7 @@ void dora_denom(const Tensor& w, const LoraOperand& lo, float* denom) {
     float* P = scratch(panel, rows * in);
     for (int64_t r0 = r_begin; r0 < r_end; r0 += rows) {
       const int64_t nr = std::min(rows, r_end - r0);
-      for (int64_t i = 0; i < nr; ++i) convert_to_f32(wbytes + size_t((r0 + i) * in * esize), w.dtype, P + i * in, in);
+      for (int64_t i = 0; i < nr; ++i) convert_to_f32(wbytes + dtype_nbytes(w.dtype, (r0 + i) * in), w.dtype, P + i * in, in);
       // P (nr, in) += scale · B[:, r0:r0+nr]ᵀ Aᵀ
       gemm_f32_serial(true, true, nr, in, r, lo.scale, lo.b.f32() + r0, out, lo.a.f32(), r, 1.0f, P, in);
       for (int64_t i = 0; i < nr; ++i) {
@@ -155,13 +155,15 @@ void linear_dx(const float* g, const Tensor& w, int64_t n, int64_t out, int64_t 
     gemm_f32(false, false, n, in, out, 1.0f, g, out, w.f32(), in, beta, dx, in);
     return;
   }
-  // Half weights: blocks of dx's columns are handed out dynamically; a block's thread walks W's rows in
+  // Half or quantized weights: blocks of dx's columns are handed out dynamically; a block's thread walks W's rows in
   // panels of that block's columns (converted to f32) and accumulates into its columns of dx, so every
   // W element is converted once and no two threads write the same dx element.
   const char* wbytes = static_cast<const char*>(w.data);
   const DType wt = w.dtype;
   const bool par = n * out * in >= kParallelMacs;
-  const int64_t cols = panel_len(in, 512, par ? omp_get_max_threads() : 1);
+  // Quantized rows are cut only at block boundaries (a block's scale covers its 32 or 256 elements).
+  const int64_t blk_elems = dtype_block_elems(wt);
+  const int64_t cols = std::min(in, (panel_len(in, 512, par ? omp_get_max_threads() : 1) + blk_elems - 1) / blk_elems * blk_elems);
   const int64_t n_blocks = (in + cols - 1) / cols;
 #pragma omp parallel for schedule(dynamic, 1) if (par)
   for (int64_t blk = 0; blk < n_blocks; ++blk) {
@@ -171,7 +173,7 @@ void linear_dx(const float* g, const Tensor& w, int64_t n, int64_t out, int64_t 
     float* P = scratch(panel, rows * nc);
     for (int64_t r0 = 0; r0 < out; r0 += rows) {
       const int64_t nr = std::min(rows, out - r0);
-      for (int64_t i = 0; i < nr; ++i) convert_to_f32(wbytes + size_t(((r0 + i) * in + c0) * 2), wt, P + i * nc, nc);
+      for (int64_t i = 0; i < nr; ++i) convert_to_f32(wbytes + dtype_nbytes(wt, (r0 + i) * in + c0), wt, P + i * nc, nc);
       gemm_f32_serial(false, false, n, nc, nr, 1.0f, g + r0, out, P, nc, r0 == 0 ? beta : 1.0f, dx + c0, in);
     }
   }
@@ -224,7 +226,7 @@ void linear_lora_fwd(const Tensor& x, const Tensor& w, const Tensor* bias, const
 
 void linear_bwd(const Tensor& x, const Tensor& w, const Tensor& dy, Tensor* dx, bool dx_accumulate, Tensor* dw,
                 Tensor* dbias, const LoraOperand* lo, const LoraSaved* saved) {
-  LORA_CHECK(w.ndim == 2 && w.is_contiguous() && dtype_is_float(w.dtype), "linear_bwd: weight {} {}",
+  LORA_CHECK(w.ndim == 2 && w.is_contiguous() && dtype_is_weight(w.dtype), "linear_bwd: weight {} {}",
              dtype_name(w.dtype), w.shape_str());
   const int64_t out = w.dim(0), in = w.dim(1), n = tensor_rows(x);
   LORA_CHECK(x.dtype == DTYPE_F32 && dy.dtype == DTYPE_F32 && x.is_contiguous() && dy.is_contiguous() &&
@@ -261,6 +263,7 @@ void linear_bwd(const Tensor& x, const Tensor& w, const Tensor& dy, Tensor* dx, 
   }
   if (dx) linear_dx(G, w, n, out, in, dx_accumulate ? 1.0f : 0.0f, dx->f32());
   if (dw) {
+    LORA_CHECK(!dtype_is_quant(w.dtype), "linear_bwd: full fine-tuning of quantized {} weights", dtype_name(w.dtype));
     LORA_CHECK(dw->dtype == DTYPE_F32 && dw->numel() == out * in, "linear_bwd: dw must be f32 (out, in)");
     gemm_f32(true, false, out, in, n, 1.0f, G, out, X, in, 1.0f, dw->f32(), in);
   }

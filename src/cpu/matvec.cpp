@@ -4,6 +4,7 @@
 #include "cpu/matvec.h"
 
 #include <cstring>
+#include <vector>
 
 #if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
 #include <immintrin.h>
@@ -11,6 +12,7 @@
 #endif
 
 #include "core/error.h"
+#include "core/quant.h"
 
 namespace lora::cpu {
 
@@ -77,6 +79,10 @@ void convert_to_f32(const void* src, DType t, float* dst, int64_t n) {
     std::memcpy(dst, src, size_t(n) * 4);
     return;
   }
+  if (dtype_is_quant(t)) {
+    quant_dequantize_row(t, src, dst, n);
+    return;
+  }
   LORA_CHECK(t == DTYPE_BF16 || t == DTYPE_F16, "convert_to_f32: unsupported dtype {}", dtype_name(t));
   const uint16_t* s = static_cast<const uint16_t*>(src);
   const bool bf16 = t == DTYPE_BF16;
@@ -109,7 +115,21 @@ void matvec(const void* w, DType wt, int64_t out, int64_t in, const float* x, fl
       for (int64_t r = 0; r < out; ++r) y[r] = dot_half<false>(W + r * in, x, in);
       break;
     }
-    default: LORA_CHECK(false, "matvec: unsupported weight dtype {}", dtype_name(wt));
+    default: {
+      // Quantized rows: each is dequantized into a per-thread row buffer (in L1/L2) and dotted.
+      LORA_CHECK(dtype_is_quant(wt), "matvec: unsupported weight dtype {}", dtype_name(wt));
+      const char* W = static_cast<const char*>(w);
+      const int64_t row_bytes = dtype_nbytes(wt, in);
+#pragma omp parallel if (par)
+      {
+        std::vector<float> row(static_cast<size_t>(in));
+#pragma omp for schedule(static)
+        for (int64_t r = 0; r < out; ++r) {
+          quant_dequantize_row(wt, W + r * row_bytes, row.data(), in);
+          y[r] = dot_f32(row.data(), x, in);
+        }
+      }
+    }
   }
 }
 

@@ -11,6 +11,7 @@
 
 #include "core/device_mem.h"
 #include "core/error.h"
+#include "core/quant.h"
 #include "core/rng.h"
 
 namespace lora {
@@ -263,13 +264,11 @@ Adapter adapter_create(const Model& m, const LoraConfig& cfg, uint64_t seed) {
         if (size_t(i) >= m.layers.size() || !layer_linear(m.layers[size_t(i)], LinearKey(k)).defined())
           fail_input(m.source, "DoRA needs the model's weights", "load the model");
         const Tensor& w = layer_linear(m.layers[size_t(i)], LinearKey(k));
-        if (dtype_is_quant(w.dtype))
-          fail_input(base, "DoRA on quantized weights is not supported", "use an F32/BF16/F16 model or --fine-tune-type lora");
         OwnedTensor M = tensor_alloc(DTYPE_F32, {out});
         std::vector<float> row(static_cast<size_t>(in));
-        const int64_t es = dtype_nbytes(w.dtype, 1);
+        const int64_t row_bytes = dtype_nbytes(w.dtype, in);
         for (int64_t o = 0; o < out; ++o) {
-          dtype_convert_to_f32(w.dtype, static_cast<const char*>(w.data) + o * in * es, row.data(), in);
+          quant_dequantize_row(w.dtype, static_cast<const char*>(w.data) + o * row_bytes, row.data(), in);
           double ss = 0;
           for (float v : row) ss += double(v) * v;
           M.t.f32()[o] = float(std::sqrt(ss));

@@ -1,8 +1,8 @@
 // Model: the weights of a Llama-family model in one in-memory layout, whatever file they came from.
 //  - Linear weights are (out, in) row-major, as in HF/PyTorch.
 //  - q_proj/k_proj rows are in HF's rotate-half RoPE layout; GGUF's interleaved layout is undone at load.
-//  - Storage: memory-mapped where the dtype allows (F32/BF16/F16 from safetensors or GGUF), otherwise
-//    owned buffers (dequantized GGUF blocks become F32 for CPU compute).
+//  - Storage: memory-mapped where the dtype allows (F32/BF16/F16 from safetensors or GGUF, quantized
+//    blocks when kept), otherwise owned buffers (dequantized GGUF blocks become F32; quantized at load).
 //  - lm_head aliases tok_embd when the embeddings are tied.
 #pragma once
 #include <memory>
@@ -42,6 +42,14 @@ struct Model {
 struct ModelLoadOptions {
   // Storage type for weights on CPU: F32 (default; dequantizes quantized GGUF tensors), or keep BF16.
   DType compute_dtype = DTYPE_F32;
+  // Quantized GGUF weights (2-D: linears, embeddings, lm_head) stay in their llama.cpp blocks instead of
+  // being dequantized: the linears and the embedding dequantize a panel at a time (QLoRA; a quarter of the
+  // memory for inference). Norms and biases are F32 either way.
+  bool keep_quantized = false;
+  // Quantize every 2-D weight at load to this llama.cpp type (Q8_0, Q4_0, Q4_K, ...), with llama.cpp's
+  // choices for lm_head and for rows that are not whole blocks (quant_type_for_weight); F32 = none.
+  // Implies keep_quantized.
+  DType quantize = DTYPE_F32;
 };
 
 // path: an HF folder (config.json + safetensors) or a .gguf file. lora::Error for anything wrong,

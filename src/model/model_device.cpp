@@ -2,6 +2,7 @@
 // and the embedding table take `weight_type` (BF16 for the GPU: what its GEMMs read); norm weights and
 // biases stay F32 (they are small and the kernels read any float type). Host-side conversion happens
 // one tensor at a time, so the extra host memory is one tensor's worth. A tied lm_head stays an alias.
+// Quantized weights (QLoRA) are copied as their blocks; the backend dequantizes them per call.
 #include <algorithm>
 #include <map>
 #include <vector>
@@ -21,11 +22,10 @@ struct Uploader {
 
   Tensor put(const Tensor& t, DType type) {
     if (!t.defined()) return t;
+    if (dtype_is_quant(t.dtype)) type = t.dtype;  // quantized blocks go up as they are (QLoRA)
     if (auto it = done.find(t.data); it != done.end() && it->second.dtype == type) return it->second;
     LORA_CHECK(t.is_contiguous() && t.device == DEVICE_CPU, "model_to_device: {} must be a contiguous host tensor",
                t.shape_str());
-    LORA_CHECK(!dtype_is_quant(t.dtype), "model_to_device: quantized {} tensor (load with compute dtype F32/BF16)",
-               dtype_name(t.dtype));
     const int64_t n = t.numel();
     std::shared_ptr<void> mem = device_alloc(dev, size_t(dtype_nbytes(type, n)));
     Tensor d = t;

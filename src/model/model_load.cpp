@@ -16,6 +16,7 @@
 #include <algorithm>
 #include <cstring>
 #include <optional>
+#include <vector>
 
 #include "core/error.h"
 #include "io/gguf.h"
@@ -79,8 +80,16 @@ struct Conversions {
         }
         const uint8_t* src = jb.src + sr * src_row_bytes;
         uint8_t* dst = jb.dst + r * dst_row_bytes;
-        if (jb.src_dtype == jb.dst_dtype) std::memcpy(dst, src, size_t(src_row_bytes));
-        else quant_dequantize_row(jb.src_dtype, src, reinterpret_cast<float*>(dst), jb.cols);
+        if (jb.src_dtype == jb.dst_dtype) {
+          std::memcpy(dst, src, size_t(src_row_bytes));
+        } else if (jb.dst_dtype == DTYPE_F32) {
+          quant_dequantize_row(jb.src_dtype, src, reinterpret_cast<float*>(dst), jb.cols);
+        } else {  // quantized (or converted) at load: through one f32 row
+          thread_local std::vector<float> row;
+          row.resize(size_t(jb.cols));
+          quant_dequantize_row(jb.src_dtype, src, row.data(), jb.cols);
+          quant_quantize_row(jb.dst_dtype, row.data(), dst, jb.cols);
+        }
       }
     }
   }
@@ -93,7 +102,8 @@ class Loader {
 
   // Checks `s` against `expect` and returns the Model's tensor. permute_heads > 0 undoes llama.cpp's
   // Q/K row permutation with that many heads. An owned tensor is filled by Conversions::run().
-  Tensor materialize(const SrcTensor& s, const std::vector<int64_t>& expect, int64_t permute_heads = 0) {
+  Tensor materialize(const SrcTensor& s, const std::vector<int64_t>& expect, int64_t permute_heads = 0,
+                     bool is_output = false) {
     const std::string where = file_ + ": " + s.name;
     std::vector<int64_t> shape = s.shape;
     // GGUF writers may leave outer dimensions of size 1 (ne = [C, 1]); they carry no meaning.
@@ -124,9 +134,14 @@ class Loader {
 
     DType out_dtype = s.dtype;
     const bool is_vector = shape.size() == 1;
-    if (is_vector || dtype_is_quant(s.dtype)) out_dtype = DTYPE_F32;
-    else if (s.dtype != DTYPE_F32 && opts_.compute_dtype != DTYPE_BF16) out_dtype = DTYPE_F32;
-    const bool aligned = reinterpret_cast<uintptr_t>(s.data) % uintptr_t(dtype_block_bytes(s.dtype)) == 0;
+    const bool keep_quant = opts_.keep_quantized || opts_.quantize != DTYPE_F32;
+    if (is_vector || (dtype_is_quant(s.dtype) && !keep_quant)) out_dtype = DTYPE_F32;
+    else if (!dtype_is_quant(s.dtype) && s.dtype != DTYPE_F32 && opts_.compute_dtype != DTYPE_BF16) out_dtype = DTYPE_F32;
+    if (!is_vector && opts_.quantize != DTYPE_F32)
+      out_dtype = quant_type_for_weight(opts_.quantize, is_output, cols, out_dtype);
+    // Quantized blocks have byte alignment (every field is read bytewise).
+    const bool aligned = dtype_is_quant(s.dtype) ||
+                         reinterpret_cast<uintptr_t>(s.data) % uintptr_t(dtype_block_bytes(s.dtype)) == 0;
 
     if (out_dtype == s.dtype && permute_heads == 0 && aligned)
       return tensor_view(const_cast<void*>(s.data), s.dtype, shape.data(), int(shape.size()));
@@ -178,14 +193,14 @@ Model load_hf(const std::string& dir, const ModelLoadOptions& opts) {
                  "the safetensors files do not hold a complete " + c.arch + " model; download them again");
     return t;
   };
-  auto load = [&](const std::string& name, const std::vector<int64_t>& expect) {
+  auto load = [&](const std::string& name, const std::vector<int64_t>& expect, bool is_output = false) {
     const SafeTensorInfo* t = get(name);
     Loader ld(m, conv, opts, t->file, "config.json and the weights disagree; use the config.json that came with them");
-    return ld.materialize(src_from_safetensors(*t), expect);
+    return ld.materialize(src_from_safetensors(*t), expect, 0, is_output);
   };
 
   const int64_t C = c.dim, F = c.ffn_dim, V = c.vocab, QD = c.q_dim(), KD = c.kv_dim();
-  m.tok_embd = load("model.embed_tokens.weight", {V, C});
+  m.tok_embd = load("model.embed_tokens.weight", {V, C}, c.tie_embeddings);
   m.layers.resize(size_t(c.n_layers));
   for (int l = 0; l < int(c.n_layers); ++l) {
     LayerWeights& w = m.layers[size_t(l)];
@@ -212,7 +227,7 @@ Model load_hf(const std::string& dir, const ModelLoadOptions& opts) {
       fail_input(dir + ": lm_head.weight", "missing tensor",
                  "config.json says tie_word_embeddings is false, so the weights must hold lm_head.weight; if the "
                  "model shares its embeddings, set \"tie_word_embeddings\": true");
-    m.lm_head = load("lm_head.weight", {V, C});
+    m.lm_head = load("lm_head.weight", {V, C}, true);
   }
   conv.run();
   return m;
@@ -239,14 +254,15 @@ Model load_gguf(const std::string& path, const ModelLoadOptions& opts) {
     SrcTensor s{t->name, t->dtype, std::vector<int64_t>(t->ne.rbegin(), t->ne.rend()), t->data, t->nbytes};
     return s;
   };
-  auto load = [&](const std::string& name, const std::vector<int64_t>& expect, int64_t permute_heads = 0) {
+  auto load = [&](const std::string& name, const std::vector<int64_t>& expect, int64_t permute_heads = 0,
+                  bool is_output = false) {
     auto s = src(name);
     if (!s) ld.missing(name, "the file does not hold a complete " + c.arch + " model; re-convert it");
-    return ld.materialize(*s, expect, permuted ? permute_heads : 0);
+    return ld.materialize(*s, expect, permuted ? permute_heads : 0, is_output);
   };
 
   const int64_t C = c.dim, F = c.ffn_dim, V = c.vocab, QD = c.q_dim(), KD = c.kv_dim();
-  m.tok_embd = load("token_embd.weight", {V, C});
+  m.tok_embd = load("token_embd.weight", {V, C}, 0, c.tie_embeddings);
   m.layers.resize(size_t(c.n_layers));
   for (int l = 0; l < int(c.n_layers); ++l) {
     LayerWeights& w = m.layers[size_t(l)];
@@ -267,7 +283,7 @@ Model load_gguf(const std::string& path, const ModelLoadOptions& opts) {
     w.w_down = load(b + "ffn_down.weight", {C, F});
   }
   m.out_norm = load("output_norm.weight", {C});
-  m.lm_head = c.tie_embeddings ? m.tok_embd : load("output.weight", {V, C});
+  m.lm_head = c.tie_embeddings ? m.tok_embd : load("output.weight", {V, C}, 0, true);
   conv.run();
   return m;
 }
@@ -287,6 +303,9 @@ Model model_load(const std::string& path, const ModelLoadOptions& opts) {
   if (opts.compute_dtype != DTYPE_F32 && opts.compute_dtype != DTYPE_BF16)
     fail_input("compute dtype", fmt::format("{} is not supported", dtype_name(opts.compute_dtype)),
                "use f32 or bf16");
+  if (opts.quantize != DTYPE_F32 && (!dtype_is_quant(opts.quantize) || !quant_can_quantize(opts.quantize)))
+    fail_input("--quantize", fmt::format("{} is not a quantized type we can produce", dtype_name(opts.quantize)),
+               "use q8_0, q4_0, q4_1, q5_0, q5_1, q4_k, q5_k or q6_k");
   if (path.empty()) fail_input("model path", "empty", "pass an HF model folder or a .gguf file");
   if (!path_exists(path)) fail_input(path, "no such file or folder", "pass an HF model folder or a .gguf file");
   if (path_is_dir(path)) return load_hf(path, opts);

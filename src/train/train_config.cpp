@@ -9,6 +9,7 @@
 #include <set>
 
 #include "core/error.h"
+#include "core/quant.h"
 #include "core/log.h"
 #include "io/mapped_file.h"
 
@@ -50,6 +51,7 @@ json train_defaults() {
   // Ours.
   j["epochs"] = nullptr;
   j["grad_accumulation_steps"] = 1;
+  j["quantize"] = nullptr;  // QLoRA: quantize the base's weights at load (q8_0, q4_0, q4_k, ...)
   return j;
 }
 
@@ -311,6 +313,15 @@ TrainArgs train_args_parse(const json& j) {
   a.mask_prompt = get_bool(j, "mask_prompt");
   a.grad_checkpoint = get_bool(j, "grad_checkpoint");
   a.test = get_bool(j, "test");
+  if (!j.at("quantize").is_null()) {
+    const std::string q = get_str(j, "quantize");
+    if (!dtype_from_name(q, &a.quantize) || !dtype_is_quant(a.quantize) || !quant_can_quantize(a.quantize))
+      fail_input(where_of("quantize"), fmt::format("'{}' is not a quantization type", q),
+                 "use q8_0, q4_0, q4_1, q5_0, q5_1, q4_k, q5_k or q6_k (a quantized GGUF needs none: it trains as it is)");
+    if (a.lora.type == FT_FULL)
+      fail_input(where_of("quantize"), "full fine-tuning trains the weights themselves, so they cannot be quantized",
+                 "use --fine-tune-type lora or dora with a quantized base");
+  }
   return a;
 }
 

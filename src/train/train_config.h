@@ -36,6 +36,7 @@ struct TrainArgs {
   int64_t grad_accumulation_steps = 1;
   uint64_t seed = 0;
   bool mask_prompt = false, grad_checkpoint = false, test = false;
+  DType quantize = DTYPE_F32;  // QLoRA: the base's 2-D weights quantized at load to this type; F32 = no
 };
 
 // Typed, validated settings from the merged object. lora::Error naming the flag (or YAML key) for a
