@@ -87,4 +87,8 @@ inline constexpr double kQuantLinearVsF32 = 1e-5;  // |Δ| / max |want|; measure
 // GGUF-LoRA adapters written by gguf-py as convert_lora_to_gguf.py does (test_gguf_adapter): our fused f32 logits
 // vs llama.cpp's (llama-cpp-python 0.3.36, CPU, F32 KV cache) with the adapter applied as x·A·B beside W, stories260K.
 inline constexpr double kGgufLoraVsLlamaCpp = 1e-4;  // |Δ| / (1 + |want|); MEASURED_PLACEHOLDER
+// QLoRA on the GPU (test_cuda_qlora): quantized weights dequantized to bf16 per chunk vs the BF16 path on
+// bf16(dequantized) weights, i.e. identical GEMM operands; only a weight split into several chunks changes the
+// GEMM shapes (and so possibly cuBLASLt's algorithm and summation order).
+inline constexpr double kCudaQuantVsBf16 = 1e-5;  // relative (losses; |Δ| / max |want| for tensors)
 }  // namespace lora::tol

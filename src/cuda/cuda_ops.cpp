@@ -17,6 +17,7 @@
 #include "core/error.h"
 #include "cuda/attention.h"
 #include "cuda/check.h"
+#include "cuda/dequant.h"
 #include "cuda/gemm.h"
 #include "cuda/kernels.h"
 #include "cuda/train_kernels.h"
@@ -141,7 +142,7 @@ class CudaOps final : public Ops {
       (void)cudaStreamSynchronize(dev_->stream);
     }
     for (auto& [k, g] : graphs_) (void)cudaGraphExecDestroy(g);
-    for (auto* s : {&x_bf16_, &g_bf16_, &lora_u_, &lora_g_, &lora_drop_, &lora_t_, &lora_den_, &opt_table_, &attn_ws_})
+    for (auto* s : {&x_bf16_, &g_bf16_, &lora_u_, &lora_g_, &lora_drop_, &lora_t_, &lora_den_, &opt_table_, &attn_ws_, &w_deq_})
       s->release();
     for (auto& [k, v] : rope_) {
       (void)cudaFree(v.cos);
@@ -236,7 +237,10 @@ class CudaOps final : public Ops {
   void embedding_fwd(const int32_t* ids, int64_t n, const Tensor& table, Tensor& out) override {
     Scope prof(this, prof_ ? "embedding_fwd" : "");
     require(table.ndim == 2 && out.numel() == n * table.dim(1), "embedding shapes");
-    cuda_embedding_fwd(ids, n, table.data, table.dtype, table.dim(0), table.dim(1), out.f32(), st());
+    if (dtype_is_quant(table.dtype))
+      cuda_embedding_quant(table.dtype, table.data, table.dim(0), table.dim(1), ids, n, out.f32(), st());
+    else
+      cuda_embedding_fwd(ids, n, table.data, table.dtype, table.dim(0), table.dim(1), out.f32(), st());
   }
 
   void rmsnorm_fwd(const Tensor& x, const Tensor& w, float eps, Tensor& y) override {
@@ -263,22 +267,58 @@ class CudaOps final : public Ops {
   uint64_t conv_writes_ = 0;
   void conv_forget() { conv_src_ = nullptr; }
 
-  // y (N, out) = alpha · x (N, in) · Wᵀ + beta · y, W (out, in) BF16 or F32.
+  // QLoRA: a quantized weight (out, in) is used as bf16 row chunks dequantized into w_deq_ right before
+  // each GEMM, so no full-size bf16 copy of the model is ever held; a chunk is at most kDeqChunkElems
+  // (every TinyLlama linear is one chunk; the 32000-row lm_head is three). The scratch is sized once to
+  // the cap (or to the whole weight for DoRA's norms), so it does not grow while a step is recorded.
+  static constexpr int64_t kDeqChunkElems = int64_t(12) << 20;
+  int64_t dequant_rows(const Tensor& w) const {
+    const int64_t out = w.dim(0), in = w.dim(1);
+    return std::max<int64_t>(1, std::min(out, kDeqChunkElems / in));
+  }
+  const void* dequant_chunk(const Tensor& w, int64_t r0, int64_t nr, int64_t cap_rows) {
+    const int64_t in = w.dim(1);
+    void* d = w_deq_.get(size_t(std::max(cap_rows * in, kDeqChunkElems)) * 2, st());
+    cuda_dequantize_bf16(w.dtype, static_cast<const char*>(w.data) + dtype_nbytes(w.dtype, r0 * in),
+                         static_cast<__nv_bfloat16*>(d), nr, in, in, st());
+    return d;
+  }
+  // The bf16 input of a linear (x converted once, reused by q/k/v and gate/up: conv_*).
+  const void* input_bf16(const Tensor& x, int64_t n_elems) {
+    void* xb = x_bf16_.get(size_t(n_elems) * 2, st());
+    if (!(conv_src_ == x.data && conv_n_ == n_elems && conv_writes_ == g_mem_writes && conv_on_)) {
+      cuda_convert_f32_to_bf16(x.f32(), xb, n_elems, st());
+      conv_src_ = x.data;
+      conv_n_ = n_elems;
+      conv_writes_ = g_mem_writes;
+    }
+    return xb;
+  }
+
+  // y (N, out) = alpha · x (N, in) · Wᵀ + beta · y, W (out, in) BF16, F32 or quantized.
   void gemm_xwT(const Tensor& x, const Tensor& w, float beta, Tensor& y) {
     const int64_t out = w.dim(0), in = w.dim(1), N = x.numel() / in;
     require(x.numel() == N * in && y.numel() == N * out, "linear shapes");
+    if (dtype_is_quant(w.dtype)) {
+      const void* xb = N == 1 ? nullptr : input_bf16(x, N * in);
+      const int64_t rows = dequant_rows(w);
+      for (int64_t r0 = 0; r0 < out; r0 += rows) {
+        const int64_t nr = std::min(rows, out - r0);
+        const void* wb = dequant_chunk(w, r0, nr, rows);
+        if (N == 1 && beta == 0.0f && gemv_on_ && cuda_gemv_bf16_supported(wb, in))
+          cuda_gemv_bf16(x.f32(), wb, nr, in, y.f32() + r0, st());
+        else
+          gemm_bf16(*dev_, false, true, N, nr, in, 1.0f, xb ? xb : input_bf16(x, N * in), in, wb, in, beta,
+                    y.f32() + r0, DTYPE_F32, out);
+      }
+      return;
+    }
     if (w.dtype == DTYPE_BF16 && N == 1 && beta == 0.0f && gemv_on_ && cuda_gemv_bf16_supported(w.data, in)) {
       cuda_gemv_bf16(x.f32(), w.data, out, in, y.f32(), st());  // decode: bandwidth-bound, no conversion
       return;
     }
     if (w.dtype == DTYPE_BF16) {
-      void* xb = x_bf16_.get(size_t(N * in) * 2, st());
-      if (!(conv_src_ == x.data && conv_n_ == N * in && conv_writes_ == g_mem_writes && conv_on_)) {
-        cuda_convert_f32_to_bf16(x.f32(), xb, N * in, st());
-        conv_src_ = x.data;
-        conv_n_ = N * in;
-        conv_writes_ = g_mem_writes;
-      }
+      const void* xb = input_bf16(x, N * in);
       gemm_bf16(*dev_, false, true, N, out, in, 1.0f, xb, in, w.data, in, beta, y.data, DTYPE_F32, out);
     } else {
       require(w.dtype == DTYPE_F32, "linear weights must be BF16 or F32 on CUDA (model_to_device converts)");
@@ -289,6 +329,18 @@ class CudaOps final : public Ops {
   // dx (N, in) = g (N, out) · W (out, in) + beta · dx.
   void gemm_gW(const Tensor& g, const Tensor& w, float beta, Tensor& dx) {
     const int64_t out = w.dim(0), in = w.dim(1), N = g.numel() / out;
+    if (dtype_is_quant(w.dtype)) {  // dx = Σ over row chunks g[:, r0:r0+nr] · W[r0:r0+nr, :]
+      void* gb = g_bf16_.get(size_t(N * out) * 2, st());
+      cuda_convert_f32_to_bf16(g.f32(), gb, N * out, st());
+      const int64_t rows = dequant_rows(w);
+      for (int64_t r0 = 0; r0 < out; r0 += rows) {
+        const int64_t nr = std::min(rows, out - r0);
+        const void* wb = dequant_chunk(w, r0, nr, rows);
+        gemm_bf16(*dev_, false, false, N, in, nr, 1.0f, static_cast<const char*>(gb) + size_t(r0) * 2, out, wb, in,
+                  r0 == 0 ? beta : 1.0f, dx.data, DTYPE_F32, in);
+      }
+      return;
+    }
     if (w.dtype == DTYPE_BF16) {
       void* gb = g_bf16_.get(size_t(N * out) * 2, st());
       cuda_convert_f32_to_bf16(g.f32(), gb, N * out, st());
@@ -341,7 +393,11 @@ class CudaOps final : public Ops {
     Tensor yp = tensor_view(ypre, DTYPE_F32, {N, out}, DEVICE_CUDA);
     gemm_xwT(x, w, 0.0f, yp);
     gemm_f32(*dev_, false, false, N, out, r, lo->scale, u, r, lo->b.f32(), out, 1.0f, ypre, out);
-    cuda_dora_denom(w.data, w.dtype, lo->a.f32(), lo->b.f32(), lo->scale, out, in, r, den, st());
+    if (dtype_is_quant(w.dtype))  // the norms need the whole weight at once: one chunk of all its rows
+      cuda_dora_denom(dequant_chunk(w, 0, out, std::max(out, dequant_rows(w))), DTYPE_BF16, lo->a.f32(), lo->b.f32(),
+                      lo->scale, out, in, r, den, st());
+    else
+      cuda_dora_denom(w.data, w.dtype, lo->a.f32(), lo->b.f32(), lo->scale, out, in, r, den, st());
     cuda_dora_scale_fwd(ypre, lo->m.f32(), den, bias ? bias->data : nullptr, bias ? bias->dtype : DTYPE_F32, N, out,
                         y.f32(), st());
   }
@@ -520,6 +576,7 @@ class CudaOps final : public Ops {
  private:
   std::unique_ptr<CudaDevice> dev_;
   Scratch x_bf16_, g_bf16_, lora_u_, lora_g_, lora_drop_, lora_t_, lora_den_, opt_table_, attn_ws_;
+  Scratch w_deq_;  // QLoRA: one chunk of a quantized weight dequantized to bf16 (dequant_chunk)
   std::vector<CudaOptTensor> table_host_;
   std::map<std::vector<float>, RopeDev> rope_;
   std::map<uint64_t, cudaGraphExec_t> graphs_;
