@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "core/error.h"
+#include "core/quant.h"
 
 namespace lora {
 
@@ -25,15 +26,14 @@ Tensor* linear_slot(LayerWeights& l, LinearKey k) {
   return nullptr;
 }
 
-// W' for one adapted linear: base W (out, in) of any plain dtype -> fp32 fused copy.
+// W' for one adapted linear: base W (out, in) of any float or quantized dtype -> fp32 fused copy.
 OwnedTensor fuse_linear(const Tensor& w, const LoraLinear& ll, double scale, bool dora) {
   LORA_CHECK(w.ndim == 2 && w.is_contiguous(), "fused weight must be a contiguous matrix");
-  LORA_CHECK(!dtype_is_quant(w.dtype), "cannot fuse into a quantized weight (load with F32 compute)");
   const int64_t out = w.dim(0), in = w.dim(1), r = ll.a.dim(1);
   LORA_CHECK(ll.a.dim(0) == in && ll.b.dim(0) == r && ll.b.dim(1) == out, "LoRA shapes do not match the weight");
   OwnedTensor f = tensor_alloc(DTYPE_F32, {out, in});
   float* W = f.t.f32();
-  dtype_convert_to_f32(w.dtype, w.data, W, out * in);
+  quant_dequantize(w.dtype, w.data, W, out * in);  // plain floats or quantized blocks
   const float* A = ll.a.f32();  // (in, r)
   const float* B = ll.b.f32();  // (r, out)
   const float s = float(scale);
