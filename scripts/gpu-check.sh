@@ -7,10 +7,12 @@
 #   scripts/gpu-check.sh run [STAGE...]  there, from the repository root. Stages (default: tests parity e2e):
 #       tests   print the device, run every bundled CUDA test (the test_cuda_* binaries = ctest label cuda)
 #       parity  tools/peft_parity.py (transformers + PEFT on a TinyLlama-shaped random model) then our
-#               test_cuda_peft_parity on the same files
+#               test_cuda_peft_parity on the same files (which also imports PEFT's trained adapter and exports
+#               ours), then tools/peft_parity.py --check-export (our export in PeftModel.from_pretrained)
 #       e2e     the reference workflow with --device cuda: lora init (TinyLlama shape, random) -> lora data
 #               (english_quotes 40/10) -> lora train (50 iterations) -> lora generate --adapter-path
 #       bench   bench/run_gpu.sh: lora bench and ../shared/bench/peft_baseline.py side by side
+#       qlora   bench/run_gpu_qlora.sh: the reference workload with the base in bf16, Q8_0 and Q4_K (QLoRA)
 #   Results worth keeping are copied to $OUT when it is set (the device tool's output folder).
 # .gpu-bundle/ and .gpu-bundle.tar.xz are git-ignored; carry the .tar.xz to the GPU machine (64 MiB limit).
 set -euo pipefail
@@ -77,6 +79,7 @@ case "${1:-}" in
         parity)
           python3 tools/peft_parity.py --out "$WORK/parity" 2>&1 | grep -v Warning | tail -3 || status=1
           LORA_PEFT_PARITY_DIR="$WORK/parity" "$BUNDLE/test_cuda_peft_parity" || status=1
+          python3 tools/peft_parity.py --out "$WORK/parity" --check-export 2>&1 | grep -v -i warn | tail -1 || status=1
           ;;
         e2e)
           L="$BUNDLE/lora"
@@ -93,6 +96,9 @@ case "${1:-}" in
           ;;
         bench)
           bench/run_gpu.sh || status=1
+          ;;
+        qlora)
+          bench/run_gpu_qlora.sh || status=1
           ;;
         *) echo "gpu-check: unknown stage $stage" >&2; status=1 ;;
       esac

@@ -32,9 +32,32 @@ def config(shape):
                        eos_token_id=2)
 
 
+def check_export(a):
+    """Our PEFT export, loaded by PEFT itself, must give our logits (bf16 tolerance 0.25 scaled, f32 1e-4)."""
+    from safetensors.torch import load_file
+    from transformers import LlamaForCausalLM
+    from peft import PeftModel
+    dtype = getattr(torch, a.dtype)
+    model = LlamaForCausalLM.from_pretrained(os.path.join(a.out, "model"), dtype=dtype).to(a.device)
+    pm = PeftModel.from_pretrained(model, os.path.join(a.out, "ours_peft")).to(a.device)
+    pm.eval()
+    exp = load_file(os.path.join(a.out, "expected.safetensors"))
+    ours = load_file(os.path.join(a.out, "ours_logits.safetensors"))["logits"]
+    with torch.no_grad():
+        logits = pm(input_ids=exp["inputs"][0].long().to(a.device)).logits.float().cpu()
+    m = exp["mask"][0] > 0
+    d = ((logits - ours).abs() / (1 + ours.abs()))[m].max().item()
+    tol = 0.25 if a.dtype == "bfloat16" else 1e-4
+    print(json.dumps({"peft_check_export": a.out, "max_scaled_logit_diff": d, "tolerance": tol}))
+    raise SystemExit(0 if d <= tol else 1)
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--out", required=True)
+    p.add_argument("--check-export", action="store_true",
+                   help="after test_cuda_peft_parity: load OUT/ours_peft (our trained adapter in PEFT's layout) with "
+                        "PeftModel.from_pretrained and compare PEFT's logits of batch 0 with OUT/ours_logits.safetensors")
     p.add_argument("--shape", choices=["tinyllama", "tiny"], default="tinyllama")
     p.add_argument("--device", default="cuda")
     p.add_argument("--dtype", choices=["bfloat16", "float32"], default="bfloat16")
@@ -47,6 +70,8 @@ def main():
     p.add_argument("--lr", type=float, default=1e-4)
     p.add_argument("--seed", type=int, default=42)
     a = p.parse_args()
+    if a.check_export:
+        return check_export(a)
 
     from safetensors.torch import save_file
     from transformers import LlamaForCausalLM
@@ -122,6 +147,12 @@ def main():
         opt.zero_grad(set_to_none=True)
         losses.append(loss.item())
     exp["losses"] = torch.tensor(losses, dtype=torch.float64).float()
+    # PEFT's trained adapter in its own layout (our test imports it) and its logits of batch 0 after training.
+    model.save_pretrained(os.path.join(a.out, "peft_trained"), safe_serialization=True)
+    model.eval()
+    with torch.no_grad():
+        _, logits_t = run(0, True)
+    exp["logits_trained"] = logits_t.contiguous()
     import transformers, peft
     meta = {"lr": repr(a.lr), "steps": str(a.steps), "dtype": a.dtype, "device": a.device, "shape": a.shape,
             "versions": f"torch {torch.__version__}, transformers {transformers.__version__}, peft {peft.__version__}",

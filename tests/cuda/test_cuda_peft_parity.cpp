@@ -3,7 +3,9 @@
 // batches: logits of batch 0 before training, then the loss of each of 10 Adam steps (torch's Adam
 // bias-corrects: our Adam with bias_correction). Runs on the GPU when there is one, else on the CPU
 // backend (the tiny shape, for a local check of the pipeline). Skips unless LORA_PEFT_PARITY_DIR
-// names the script's output folder (scripts/gpu-check.sh sets it).
+// names the script's output folder (scripts/gpu-check.sh sets it). Also both directions of PEFT interchange on
+// the trained adapters: PEFT's save_pretrained output imports here with PEFT's logits; our trained adapter is
+// exported for the script's --check-export step (PeftModel.from_pretrained gives our logits).
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -23,6 +25,7 @@
 #include "test_util.h"
 #include "tolerances.h"
 #include "train/adapter_io.h"
+#include "train/adapter_peft.h"
 #include "train/optimizer.h"
 
 namespace lora {
@@ -101,6 +104,58 @@ TEST(PeftParity, LogitsAndTenAdamSteps) {
   std::printf("  measured: %s on %s: logits %.2e, losses (ours/peft)%s, worst loss %.2e; peer: %s\n",
               exp->metadata().at("shape").c_str(), dev == DEVICE_CUDA ? "cuda" : "cpu", worst_logit, line.c_str(),
               worst_loss, exp->metadata().at("versions").c_str());
+
+  // Our trained adapter exported in PEFT's layout, with our logits of batch 0 after training: the script's
+  // --check-export step loads it with PeftModel.from_pretrained and compares PEFT's logits with these.
+  s.logits(view(0), logits.data());
+  adapter_save_peft(a, dir + "/ours_peft", dir + "/model", /*overwrite=*/true);
+  safetensors_write(dir + "/ours_logits.safetensors", {{"logits", DTYPE_F32, {B, T, V}, logits.data()}},
+                    {{"device", dev == DEVICE_CUDA ? "cuda" : "cpu"}});
+}
+
+// The other direction: the adapter PEFT trained (save_pretrained, PEFT's layout) loads here and gives PEFT's
+// logits after training.
+TEST(PeftParity, PeftTrainedAdapterImports) {
+  const char* dir_env = std::getenv("LORA_PEFT_PARITY_DIR");
+  if (!dir_env) GTEST_SKIP() << "skipped: set LORA_PEFT_PARITY_DIR to the output of tools/peft_parity.py";
+  const std::string dir = dir_env;
+  auto exp = SafetensorsFile::open(dir + "/expected.safetensors");
+  const bool bf16 = exp->metadata().at("dtype") == "bfloat16";
+  ASSERT_TRUE(adapter_is_peft(dir + "/peft_trained")) << "tools/peft_parity.py writes OUT/peft_trained";
+  std::unique_ptr<Ops> owned;
+  Ops* ops = &cpu_ops();
+  Device dev = DEVICE_CPU;
+  if (cuda_device_count() > 0) {
+    owned = cuda_ops_create(0);
+    ops = owned.get();
+    dev = DEVICE_CUDA;
+  }
+  ModelLoadOptions lo;
+  lo.compute_dtype = dev == DEVICE_CUDA ? DTYPE_BF16 : DTYPE_F32;
+  const Model host = model_load(dir + "/model", lo);
+  const Model m = model_to_device(host, dev, DTYPE_BF16);
+  Adapter a = adapter_load(dir + "/peft_trained", host);
+  adapter_to_device(a, dev);
+  const SafeTensorInfo* in = exp->find("inputs");
+  const int64_t B = in->shape[1], T = in->shape[2], V = host.cfg.vocab;
+  const float* mask = static_cast<const float*>(exp->find("mask")->data);
+  const float* want = static_cast<const float*>(exp->find("logits_trained")->data);
+  TrainSessionOptions o;
+  o.max_batch = B;
+  o.max_len = T;
+  TrainSession s(m, a, *ops, o);
+  std::vector<float> logits(size_t(B * T * V));
+  s.logits(TrainBatchView{B, T, static_cast<const int32_t*>(in->data), static_cast<const int32_t*>(exp->find("targets")->data), mask},
+           logits.data());
+  double worst = 0;
+  for (int64_t i = 0; i < B * T; ++i) {
+    if (mask[i] == 0) continue;
+    for (int64_t j = 0; j < V; ++j)
+      worst = std::max(worst, std::abs(double(logits[size_t(i * V + j)]) - want[i * V + j]) / (1 + std::abs(want[i * V + j])));
+  }
+  EXPECT_LE(worst, bf16 ? tol::kPeftParityLogitsBf16 : tol::kGoldenLogits);
+  std::printf("  measured: PEFT-trained adapter (%s) imported on %s: logits %.2e\n", exp->metadata().at("shape").c_str(),
+              dev == DEVICE_CUDA ? "cuda" : "cpu", worst);
 }
 
 }  // namespace
