@@ -165,7 +165,7 @@ int run_train(const TrainFlags& f, const CLI::App& cmd) {
   Adapter adapter = adapter_create(model, args.lora, args.seed);
   if (args.resume_adapter_file) {
     std::printf("Loading fine-tuned weights from %s\n", args.resume_adapter_file->c_str());
-    adapter_load_weights(*args.resume_adapter_file, adapter, /*require_all=*/false);
+    adapter_load_weights(*args.resume_adapter_file, adapter, model, /*require_all=*/false);
   }
   std::printf("%s\n", adapter_trainable_summary(model, adapter).c_str());
   std::fflush(stdout);
@@ -223,7 +223,7 @@ void register_train(CLI::App& app, Action& action) {
   cmd->add_option("--learning-rate", f->learning_rate, "Learning rate");
   cmd->add_option("--steps-per-report", f->steps_per_report, "Iterations between training loss reports");
   cmd->add_option("--steps-per-eval", f->steps_per_eval, "Iterations between validations");
-  cmd->add_option("--resume-adapter-file", f->resume_adapter_file, "Start from the weights of this adapters.safetensors");
+  cmd->add_option("--resume-adapter-file", f->resume_adapter_file, "Start from the weights of this adapter: adapters.safetensors (or its mlx-lm folder), a PEFT folder or adapter_model.safetensors, or a GGUF-LoRA .gguf");
   cmd->add_option("--adapter-path", f->adapter_path, "Folder for adapters.safetensors, adapter_config.json, checkpoints and metrics");
   cmd->add_option("--save-every", f->save_every, "Save a checkpoint every N iterations");
   cmd->add_flag("--test", f->test, "Evaluate on test.jsonl after training");

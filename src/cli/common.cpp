@@ -29,7 +29,7 @@ void add_model_flags(CLI::App* cmd, ModelFlags& f, bool required) {
 }
 
 void add_adapter_flag(CLI::App* cmd, ModelFlags& f) {
-  cmd->add_option("--adapter-path", f.adapter_path, "Apply the trained adapter in this folder (adapter_config.json + adapters.safetensors)");
+  cmd->add_option("--adapter-path", f.adapter_path, "Apply this adapter: an mlx-lm or PEFT folder, or a GGUF-LoRA .gguf file");
 }
 
 void add_sampling_flags(CLI::App* cmd, SamplingFlags& f) {

@@ -6,7 +6,9 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cmath>
 #include <cstring>
+#include <fstream>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <set>
@@ -16,6 +18,7 @@
 #include "core/log.h"
 #include "io/mapped_file.h"
 #include "io/safetensors.h"
+#include "train/adapter_gguf.h"
 #include "train/adapter_peft.h"
 
 namespace lora {
@@ -70,9 +73,65 @@ std::string shape_of(const std::vector<int64_t>& s) {
   return r + (s.size() == 1 ? ",)" : ")");
 }
 
+void report_missing(const std::string& path, const Adapter& a, const std::set<std::string>& seen, bool require_all,
+                    const std::string& hint) {
+  std::vector<std::string> missing;
+  for (const TrainParam& p : a.params)
+    if (!seen.count(p.name)) missing.push_back(p.name);
+  if (missing.empty()) return;
+  if (require_all)
+    fail_input(path + ": " + missing[0], fmt::format("is missing ({} of {} trainable tensors absent)", missing.size(), a.params.size()), hint);
+  log_warn("{}: {} of {} trainable tensors absent (first: {}); they keep their initial values", path, missing.size(),
+           a.params.size(), missing[0]);
+}
+
+std::string parent_dir(const std::string& file) {
+  const size_t s = file.rfind('/');
+  return s == std::string::npos ? "." : s == 0 ? "/" : file.substr(0, s);
+}
+
+std::string base_name(const std::string& path) {
+  const size_t s = path.rfind('/');
+  return s == std::string::npos ? path : path.substr(s + 1);
+}
+
+bool ends_with(const std::string& s, const char* suf) {
+  const size_t n = std::strlen(suf);
+  return s.size() >= n && s.compare(s.size() - n, n, suf) == 0;
+}
+
+// A file to read as GGUF (the GGUF-LoRA reader then says whether it is an adapter).
+bool looks_gguf(const std::string& path) {
+  if (path_is_dir(path)) return false;
+  if (ends_with(path, ".gguf")) return true;
+  std::ifstream in(path, std::ios::binary);
+  char m[4] = {};
+  return in.read(m, 4) && std::memcmp(m, "GGUF", 4) == 0;
+}
+
+// A resumed run keeps its own scale; say so when the file was trained with another one.
+void warn_other_scale(const std::string& path, double file_scale, const Adapter& a) {
+  if (file_scale > 0 && a.cfg.type != FT_FULL && std::abs(file_scale - a.cfg.scale) > 1e-6 * std::abs(a.cfg.scale))
+    log_warn("{}: its alpha / rank gives scale {:g}, this run uses {:g}; the factors are read as they are", path, file_scale, a.cfg.scale);
+}
+
+// The .gguf files directly in dir (for the hint when a folder is given instead of a GGUF-LoRA file).
+std::vector<std::string> gguf_files_in(const std::string& dir) {
+  std::vector<std::string> out;
+  DIR* d = ::opendir(dir.c_str());
+  if (!d) return out;
+  while (dirent* e = ::readdir(d))
+    if (ends_with(e->d_name, ".gguf")) out.push_back(e->d_name);
+  ::closedir(d);
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
 }  // namespace
 
 void adapter_load_weights(const std::string& path, Adapter& a, bool require_all) {
+  // GGUF-LoRA needs the model (architecture, heads): the overload taking it detects every layout.
+  LORA_CHECK(!looks_gguf(path), "{}: a GGUF-LoRA file goes to adapter_load_weights(path, a, model, require_all)", path);
   auto f = SafetensorsFile::open(path);
   std::map<std::string, TrainParam*> by_name;
   for (TrainParam& p : a.params) by_name[p.name] = &p;
@@ -97,14 +156,55 @@ void adapter_load_weights(const std::string& path, Adapter& a, bool require_all)
     }
     seen.insert(name);
   }
-  std::vector<std::string> missing;
-  for (const TrainParam& p : a.params)
-    if (!seen.count(p.name)) missing.push_back(p.name);
-  if (missing.empty()) return;
-  if (require_all)
-    fail_input(path + ": " + missing[0], fmt::format("is missing ({} of {} trainable tensors absent)", missing.size(), a.params.size()), hint);
-  log_warn("{}: {} of {} trainable tensors absent (first: {}); they keep their initial values", path, missing.size(),
-           a.params.size(), missing[0]);
+  report_missing(path, a, seen, require_all, hint);
+}
+
+void adapter_assign_tensors(const std::string& path, const std::vector<AdapterTensor>& ts, Adapter& a, bool require_all) {
+  std::map<std::string, TrainParam*> by_name;
+  for (TrainParam& p : a.params) by_name[p.name] = &p;
+  std::set<std::string> seen;
+  const std::string hint = "the adapter was made for another model, or with another rank, target layers or number of "
+                           "layers than this one";
+  for (const AdapterTensor& src : ts) {
+    auto it = by_name.find(src.name);
+    if (it == by_name.end())
+      fail_input(path + ": " + src.source, fmt::format("(our {}) is not a trainable tensor of this model and adapter configuration", src.name), hint);
+    const Tensor& t = it->second->value.t;
+    const std::vector<int64_t> want(t.shape.begin(), t.shape.begin() + t.ndim);
+    if (src.shape != want)
+      fail_input(path + ": " + src.source, fmt::format("gives {} the shape {}, the adapter needs {}", src.name, shape_of(src.shape), shape_of(want)), hint);
+    LORA_CHECK(int64_t(src.data.size()) == t.numel(), "{}: {} values for {}", src.source, src.data.size(), src.name);
+    device_copy(t.data, t.device, src.data.data(), DEVICE_CPU, src.data.size() * sizeof(float));
+    seen.insert(src.name);
+  }
+  report_missing(path, a, seen, require_all, hint);
+}
+
+void adapter_load_weights(const std::string& path, Adapter& a, const Model& m, bool require_all) {
+  if (!path_exists(path))
+    fail_input(path, "does not exist", "give an adapters.safetensors, a PEFT adapter folder or a GGUF-LoRA file");
+  std::string file = path;
+  if (path_is_dir(path)) {
+    if (adapter_is_peft(path)) file = path_join(path, kPeftWeightsFile);
+    else if (path_exists(path_join(path, kAdapterWeightsFile))) file = path_join(path, kAdapterWeightsFile);
+    else fail_input(path, "holds neither adapters.safetensors (mlx-lm) nor adapter_model.safetensors with its adapter_config.json (PEFT)",
+                    "give the adapter file itself, or a folder written by `lora train` or PEFT's save_pretrained");
+  }
+  if (looks_gguf(file)) {
+    double scale = 0;
+    std::vector<AdapterTensor> ts = adapter_read_gguf_tensors(file, m, &scale);
+    warn_other_scale(file, scale, a);
+    adapter_assign_tensors(file, ts, a, require_all);
+    return;
+  }
+  bool peft = false;
+  {
+    auto f = SafetensorsFile::open(file);
+    for (const auto& [name, info] : f->tensors()) peft = peft || name.rfind("base_model.model.", 0) == 0;
+  }
+  if (!peft) return adapter_load_weights(file, a, require_all);
+  warn_other_scale(file, adapter_peft_scale(parent_dir(file)), a);
+  adapter_assign_tensors(file, adapter_read_peft_tensors(file), a, require_all);
 }
 
 LoraConfig adapter_read_config(const std::string& dir) {
@@ -170,20 +270,35 @@ LoraConfig adapter_read_config(const std::string& dir) {
   return c;
 }
 
+const char* adapter_layout_name(const std::string& path) {
+  if (adapter_is_peft(path) || (base_name(path) == kPeftWeightsFile && adapter_is_peft(parent_dir(path)))) return "PEFT";
+  if (looks_gguf(path)) return "GGUF-LoRA";
+  return "mlx-lm";
+}
+
 Adapter adapter_load(const std::string& dir_or_file, const Model& m) {
   if (adapter_is_peft(dir_or_file)) return adapter_load_peft(dir_or_file, m);  // PEFT's layout, detected
   std::string dir = dir_or_file, file;
   if (!path_is_dir(dir_or_file)) {
     if (!path_exists(dir_or_file))
-      fail_input(dir_or_file, "does not exist", "give the adapter folder written by `lora train` (--adapter-path)");
-    const size_t s = dir_or_file.rfind('/');
-    dir = s == std::string::npos ? "." : dir_or_file.substr(0, s);
+      fail_input(dir_or_file, "does not exist",
+                 "give the adapter: a folder written by `lora train` or PEFT, or a GGUF-LoRA file (--adapter-path)");
+    if (looks_gguf(dir_or_file)) return adapter_load_gguf(dir_or_file, m);
+    dir = parent_dir(dir_or_file);
+    if (base_name(dir_or_file) == kPeftWeightsFile && adapter_is_peft(dir)) return adapter_load_peft(dir, m);
     file = dir_or_file;
   } else {
     file = path_join(dir, kAdapterWeightsFile);
   }
-  if (!path_exists(path_join(dir, kAdapterConfigFile)))
-    fail_input(path_join(dir, kAdapterConfigFile), "does not exist", "an adapter folder holds adapter_config.json and adapters.safetensors");
+  if (!path_exists(path_join(dir, kAdapterConfigFile))) {
+    const std::vector<std::string> ggufs = path_is_dir(dir_or_file) ? gguf_files_in(dir) : std::vector<std::string>{};
+    fail_input(path_join(dir, kAdapterConfigFile), "does not exist",
+               ggufs.empty() ? std::string("an adapter folder holds adapter_config.json and adapters.safetensors (mlx-lm) or "
+                                           "adapter_model.safetensors (PEFT); a GGUF-LoRA adapter is one .gguf file")
+                             : "the folder holds " + ggufs[0] + (ggufs.size() > 1 ? " (and more .gguf files)" : "") +
+                                   ": pass a GGUF-LoRA adapter as the .gguf file itself, e.g. --adapter-path " +
+                                   path_join(dir, ggufs[0]));
+  }
   if (!path_exists(file)) fail_input(file, "does not exist", "train one with `lora train --adapter-path " + dir + "`");
   const LoraConfig cfg = adapter_read_config(dir);
   Adapter a;

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <set>
@@ -148,6 +149,52 @@ Adapter adapter_load_peft(const std::string& dir, const Model& m) {
       fail_input(wpath + ": " + name, "is not part of the adapter its config describes",
                  "adapters with modules_to_save or extra tensors are not supported");
   return a;
+}
+
+std::vector<AdapterTensor> adapter_read_peft_tensors(const std::string& path) {
+  auto f = SafetensorsFile::open(path);
+  const std::string prefix = "base_model.model.";
+  const std::string hint = "PEFT LoRA/DoRA factors are named base_model.model.model.layers.N.{self_attn|mlp}.<key>"
+                           ".lora_A.weight / .lora_B.weight / .lora_magnitude_vector";
+  std::vector<AdapterTensor> ts;
+  for (const auto& [name, info] : f->tensors()) {
+    const std::string where = path + ": " + name;
+    struct Suffix { const char* peft; const char* ours; };
+    static const Suffix kSuffixes[] = {{".lora_A.weight", ".lora_a"}, {".lora_B.weight", ".lora_b"}, {".lora_magnitude_vector", ".m"}};
+    const Suffix* sfx = nullptr;
+    for (const Suffix& s : kSuffixes) {
+      const size_t n = std::strlen(s.peft);
+      if (name.size() > n && name.compare(name.size() - n, n, s.peft) == 0) sfx = &s;
+    }
+    if (name.rfind(prefix, 0) != 0 || !sfx) fail_input(where, "is not a PEFT LoRA factor", hint);
+    const std::string stem = name.substr(prefix.size(), name.size() - prefix.size() - std::strlen(sfx->peft));
+    if (info.dtype != DTYPE_F32 && info.dtype != DTYPE_F16 && info.dtype != DTYPE_BF16)
+      fail_input(where, std::string("has dtype ") + dtype_name(info.dtype), "F32, F16 or BF16 factors are read");
+    std::vector<float> v(size_t(info.numel()));
+    dtype_convert_to_f32(info.dtype, info.data, v.data(), info.numel());
+    AdapterTensor t{name, stem + sfx->ours, {}, {}};
+    if (std::strcmp(sfx->ours, ".m") == 0) {
+      t.shape = {info.numel()};
+      t.data = std::move(v);
+    } else {
+      if (info.shape.size() != 2) fail_input(where, fmt::format("has {} dimensions, a LoRA factor has 2", info.shape.size()), hint);
+      t.shape = {info.shape[1], info.shape[0]};
+      t.data = transposed(v.data(), info.shape[0], info.shape[1]);
+    }
+    ts.push_back(std::move(t));
+  }
+  return ts;
+}
+
+double adapter_peft_scale(const std::string& dir) {
+  const std::string cpath = path_join(dir, kAdapterConfigFile);
+  if (!path_exists(cpath)) return 0.0;
+  const json j = json::parse(read_text_file(cpath), nullptr, false);
+  if (!j.is_object() || !j.contains("r") || !j["r"].is_number() || !j.contains("lora_alpha") || !j["lora_alpha"].is_number())
+    return 0.0;
+  const double r = j["r"].get<double>(), alpha = j["lora_alpha"].get<double>();
+  if (r <= 0) return 0.0;
+  return j.value("use_rslora", false) ? alpha / std::sqrt(r) : alpha / r;
 }
 
 void adapter_save_peft(const Adapter& a, const std::string& dir, const std::string& base_model, bool overwrite) {

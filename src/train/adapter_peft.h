@@ -7,9 +7,11 @@
 // to be such a range (or absent: every block); full fine-tuning has no PEFT form.
 #pragma once
 #include <string>
+#include <vector>
 
 #include "model/lora.h"
 #include "model/model.h"
+#include "train/adapter_io.h"
 
 namespace lora {
 
@@ -19,6 +21,12 @@ inline constexpr const char* kPeftWeightsFile = "adapter_model.safetensors";
 bool adapter_is_peft(const std::string& dir);
 // Loads a PEFT LoRA/DoRA adapter for m. lora::Error naming the file and field for anything we cannot map.
 Adapter adapter_load_peft(const std::string& dir, const Model& m);
+// The factors of a PEFT adapter_model.safetensors under our names and orientation, for
+// --resume-adapter-file (adapter_io.h): lora_A (r, in) -> lora_a (in, r), lora_B (out, r) -> lora_b (r, out),
+// lora_magnitude_vector -> m. A name that is not such a factor of a block's linear layer is an error.
+std::vector<AdapterTensor> adapter_read_peft_tensors(const std::string& path);
+// The scale the adapter_config.json in dir gives (lora_alpha / r; rsLoRA: / √r), or 0 when there is none.
+double adapter_peft_scale(const std::string& dir);
 // Writes a in PEFT's layout into dir (created; an existing adapter there is replaced only with overwrite).
 // base_model: recorded as base_model_name_or_path (may be empty).
 void adapter_save_peft(const Adapter& a, const std::string& dir, const std::string& base_model, bool overwrite);
