@@ -7,6 +7,7 @@
 #include <limits>
 
 #include "core/error.h"
+#include "io/file_writer.h"
 
 namespace lora {
 
@@ -395,7 +396,12 @@ void GGUFWriter::set_i32_array(const std::string& key, const std::vector<int32_t
 }
 
 void GGUFWriter::add_tensor(const std::string& name, DType dtype, const std::vector<int64_t>& ne, const void* data) {
-  tensors_.push_back({name, dtype, ne, data});
+  tensors_.push_back({name, dtype, ne, data, {}});
+}
+
+void GGUFWriter::add_tensor_fill(const std::string& name, DType dtype, const std::vector<int64_t>& ne,
+                                 std::function<void(void* dst)> fill) {
+  tensors_.push_back({name, dtype, ne, nullptr, std::move(fill)});
 }
 
 void GGUFWriter::write(const std::string& path, uint32_t alignment) const {
@@ -431,14 +437,27 @@ void GGUFWriter::write(const std::string& path, uint32_t alignment) const {
     offset += (uint64_t(dtype_nbytes(t.dtype, n)) + alignment - 1) / alignment * alignment;
   }
   out.resize((out.size() + alignment - 1) / alignment * alignment, '\0');
-  const size_t data_start = out.size();
-  out.resize(data_start + offset, '\0');
+  // The header is small (kv + infos); the data streams tensor by tensor, each padded to the alignment.
+  AtomicFileWriter w(path);
+  w.write(out.data(), out.size());
+  std::vector<uint8_t> scratch;
   for (size_t i = 0; i < tensors_.size(); ++i) {
+    const T& t = tensors_[i];
     int64_t n = 1;
-    for (auto d : tensors_[i].ne) n *= d;
-    std::memcpy(&out[data_start + offsets[i]], tensors_[i].data, size_t(dtype_nbytes(tensors_[i].dtype, n)));
+    for (auto d : t.ne) n *= d;
+    const size_t nb = size_t(dtype_nbytes(t.dtype, n));
+    LORA_CHECK(w.offset() - out.size() == offsets[i], "GGUFWriter: {} lands at the wrong offset", t.name);
+    if (t.data) {
+      w.write(t.data, nb);
+    } else {
+      LORA_CHECK(bool(t.fill), "GGUFWriter: {} has no data", t.name);
+      scratch.resize(nb);
+      t.fill(scratch.data());
+      w.write(scratch.data(), nb);
+    }
+    w.write_zeros((nb + alignment - 1) / alignment * alignment - nb);
   }
-  write_file_atomic(path, out.data(), out.size());
+  w.commit();
 }
 
 }  // namespace lora

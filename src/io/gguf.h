@@ -1,10 +1,11 @@
 // GGUF (llama.cpp's model file format, v2 and v3): reading metadata and tensor infos, with tensor data
-// memory-mapped; writing (atomic). Layout: magic "GGUF", u32 version, u64 n_tensors, u64 n_kv, the kv
+// memory-mapped; writing (atomic, streamed tensor by tensor: io/file_writer.h). Layout: magic "GGUF", u32 version, u64 n_tensors, u64 n_kv, the kv
 // pairs, the tensor infos (name, n_dims, ne[] innermost first, ggml type, offset), padding to
 // general.alignment (default 32), then the data. Every parse error is a lora::Error naming the file,
 // the field and the byte offset; nothing reads past the end of the file.
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
@@ -83,7 +84,8 @@ class GGUFFile {
   std::shared_ptr<MappedFile> map_;
 };
 
-// Writer: collects kv pairs and tensors, then writes v3 atomically (temp file + rename).
+// Writer: collects kv pairs and tensors, then writes v3 atomically (temp file + rename), streaming the
+// header and then one tensor at a time; a failure (disk full, a throwing fill) leaves no file behind.
 class GGUFWriter {
  public:
   void set_str(const std::string& key, const std::string& v);
@@ -97,11 +99,16 @@ class GGUFWriter {
   void set_value(const std::string& key, const GGUFValue& v);
   // ne in ggml order (innermost first). The bytes are copied at write time, so `data` must stay valid.
   void add_tensor(const std::string& name, DType dtype, const std::vector<int64_t>& ne, const void* data);
+  // A tensor whose bytes are produced at write time: fill(dst) writes its dtype_nbytes bytes into a
+  // scratch buffer reused across tensors (so at most one converted tensor is held in memory).
+  void add_tensor_fill(const std::string& name, DType dtype, const std::vector<int64_t>& ne,
+                       std::function<void(void* dst)> fill);
   void write(const std::string& path, uint32_t alignment = 32) const;
+  size_t n_tensors() const { return tensors_.size(); }
 
  private:
   std::vector<std::pair<std::string, GGUFValue>> kv_;
-  struct T { std::string name; DType dtype; std::vector<int64_t> ne; const void* data; };
+  struct T { std::string name; DType dtype; std::vector<int64_t> ne; const void* data; std::function<void(void*)> fill; };
   std::vector<T> tensors_;
 };
 

@@ -1,4 +1,5 @@
-// safetensors reading (memory-mapped, validated) and writing (atomic).
+// safetensors reading (memory-mapped, validated) and writing (atomic, streamed tensor by tensor through
+// io/file_writer.h: a failed write leaves no file).
 // Format: u64 little-endian header length N, N bytes of UTF-8 JSON, then the data section. The JSON maps
 // each tensor name to {"dtype", "shape", "data_offsets": [begin, end]} (offsets relative to the data
 // section) plus an optional "__metadata__" {str: str}. Everything a corrupt file could lie about (the
@@ -15,6 +16,7 @@
 #include <set>
 
 #include "core/error.h"
+#include "io/file_writer.h"
 
 namespace lora {
 
@@ -284,7 +286,15 @@ std::vector<std::string> SafetensorsSet::names() const {
 
 void safetensors_write(const std::string& path, const std::vector<SafeTensorWrite>& tensors,
                        const std::map<std::string, std::string>& metadata) {
-  std::vector<const SafeTensorWrite*> order;
+  std::vector<SafeTensorSource> src;
+  src.reserve(tensors.size());
+  for (const auto& t : tensors) src.push_back({t.name, t.dtype, t.shape, t.data, {}});
+  safetensors_write_stream(path, src, metadata);
+}
+
+void safetensors_write_stream(const std::string& path, const std::vector<SafeTensorSource>& tensors,
+                              const std::map<std::string, std::string>& metadata) {
+  std::vector<const SafeTensorSource*> order;
   order.reserve(tensors.size());
   for (const auto& t : tensors) order.push_back(&t);
   std::sort(order.begin(), order.end(), [](auto* a, auto* b) { return a->name < b->name; });
@@ -296,7 +306,7 @@ void safetensors_write(const std::string& path, const std::vector<SafeTensorWrit
   uint64_t offset = 0;
   std::vector<uint64_t> sizes;
   for (size_t i = 0; i < order.size(); ++i) {
-    const SafeTensorWrite& t = *order[i];
+    const SafeTensorSource& t = *order[i];
     const char* dt = st_dtype_name(t.dtype);
     if (!dt) fail_input(path + ": " + t.name, fmt::format("dtype {} cannot be stored in safetensors", dtype_name(t.dtype)),
                         "convert it to F32, F16 or BF16 first");
@@ -308,7 +318,7 @@ void safetensors_write(const std::string& path, const std::vector<SafeTensorWrit
       numel *= d;
     }
     const uint64_t nb = uint64_t(numel) * uint64_t(st_elem_bytes(t.dtype));
-    LORA_CHECK(nb == 0 || t.data != nullptr, "safetensors_write: {} has no data", t.name);
+    LORA_CHECK(nb == 0 || t.data != nullptr || t.fill, "safetensors_write: {} has no data", t.name);
     // Keys in the order the Python library writes them (nlohmann would sort them), so that a file we
     // rewrite from one it made comes out byte-identical.
     if (hdr.size() > 1) hdr += ",";
@@ -320,14 +330,24 @@ void safetensors_write(const std::string& path, const std::vector<SafeTensorWrit
   hdr += "}";
   while ((8 + hdr.size()) % 8 != 0) hdr += ' ';  // pad so the data section starts 8-byte aligned
 
-  std::string out;
-  out.reserve(8 + hdr.size() + offset);
+  AtomicFileWriter w(path);  // removes its temp file if anything below throws
+  uint8_t len[8];
   const uint64_t n = hdr.size();
-  for (int i = 0; i < 8; ++i) out.push_back(char((n >> (8 * i)) & 0xff));
-  out += hdr;
-  for (size_t i = 0; i < order.size(); ++i)
-    if (sizes[i]) out.append(static_cast<const char*>(order[i]->data), sizes[i]);
-  write_file_atomic(path, out.data(), out.size());
+  for (int i = 0; i < 8; ++i) len[i] = uint8_t((n >> (8 * i)) & 0xff);
+  w.write(len, 8);
+  w.write(hdr.data(), hdr.size());
+  std::vector<uint8_t> scratch;
+  for (size_t i = 0; i < order.size(); ++i) {
+    if (!sizes[i]) continue;
+    if (order[i]->data) {
+      w.write(order[i]->data, sizes[i]);
+    } else {
+      scratch.resize(size_t(sizes[i]));
+      order[i]->fill(scratch.data());
+      w.write(scratch.data(), sizes[i]);
+    }
+  }
+  w.commit();
 }
 
 }  // namespace lora

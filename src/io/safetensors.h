@@ -1,8 +1,10 @@
 // safetensors: u64 header length N, N bytes of JSON {name: {dtype, shape, data_offsets}, "__metadata__":
-// {str: str}}, then the data. Read through a memory mapping (no copy); written atomically.
+// {str: str}}, then the data. Read through a memory mapping (no copy); written atomically and streamed
+// tensor by tensor to the temp file (memory: one tensor at most, for the sources that convert on the fly).
 // SafetensorsSet opens a model folder: model.safetensors, or model.safetensors.index.json with shards.
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -62,5 +64,19 @@ struct SafeTensorWrite {
 // Writes tensors (sorted by name, header padded to 8 bytes) atomically.
 void safetensors_write(const std::string& path, const std::vector<SafeTensorWrite>& tensors,
                        const std::map<std::string, std::string>& metadata = {});
+
+// A tensor whose bytes are produced at write time: `fill` writes exactly dtype·shape bytes into `dst`
+// (a scratch buffer reused across tensors). Lets a saver convert one tensor at a time.
+struct SafeTensorSource {
+  std::string name;
+  DType dtype;
+  std::vector<int64_t> shape;
+  const void* data = nullptr;                 // either the bytes as they are ...
+  std::function<void(void* dst)> fill;        // ... or a producer (used when data is null)
+};
+// The same layout as safetensors_write, streamed to the temp file tensor by tensor; on any failure
+// (a throwing fill, disk full) the temp file is removed and nothing appears at `path`.
+void safetensors_write_stream(const std::string& path, const std::vector<SafeTensorSource>& tensors,
+                              const std::map<std::string, std::string>& metadata = {});
 
 }  // namespace lora

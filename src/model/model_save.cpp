@@ -1,10 +1,11 @@
-// model_save_hf (model/model_save.h).
+// model_save_hf and model_config_to_hf_json (model/model_save.h).
 #include "model/model_save.h"
 
 #include <fmt/format.h>
 #include <unistd.h>
 
 #include <cstdio>
+#include <algorithm>
 #include <cstring>
 #include <filesystem>
 #include <nlohmann/json.hpp>
@@ -12,6 +13,7 @@
 
 #include "core/error.h"
 #include "io/mapped_file.h"
+#include "core/quant.h"
 #include "io/safetensors.h"
 
 namespace lora {
@@ -58,31 +60,78 @@ void copy_file(const std::string& from, const std::string& to) {
   write_file_atomic(to, bytes.data(), bytes.size());
 }
 
+// f32 written as its shortest decimal (1e-05, not 9.999999747378752e-06): the value a float32 GGUF
+// field came from, and the same float32 when read back.
+double short_float(double v) { return std::stod(fmt::format("{}", float(v))); }
+
 }  // namespace
 
+const char* model_torch_dtype_name(DType t) {
+  switch (t) {
+    case DTYPE_F16: return "float16";
+    case DTYPE_BF16: return "bfloat16";
+    default: return "float32";
+  }
+}
+
+std::string model_config_to_hf_json(const ModelConfig& c, const std::string& torch_dtype) {
+  nlohmann::ordered_json j;
+  const char* arch = c.arch == "mistral" ? "MistralForCausalLM" : c.arch == "qwen2" ? "Qwen2ForCausalLM" : "LlamaForCausalLM";
+  j["architectures"] = {arch};
+  j["model_type"] = c.arch;
+  j["hidden_size"] = c.dim;
+  j["intermediate_size"] = c.ffn_dim;
+  j["num_hidden_layers"] = c.n_layers;
+  j["num_attention_heads"] = c.n_heads;
+  j["num_key_value_heads"] = c.n_kv_heads;
+  j["head_dim"] = c.head_dim;
+  j["vocab_size"] = c.vocab;
+  j["max_position_embeddings"] = c.max_pos;
+  j["rms_norm_eps"] = short_float(c.rms_eps);
+  j["rope_theta"] = short_float(c.rope_theta);
+  if (c.rope_scaling.type == "linear") {
+    j["rope_scaling"] = {{"rope_type", "linear"}, {"factor", short_float(c.rope_scaling.factor)}};
+  } else if (c.rope_scaling.type == "llama3") {
+    j["rope_scaling"] = {{"rope_type", "llama3"},
+                         {"factor", short_float(c.rope_scaling.factor)},
+                         {"low_freq_factor", short_float(c.rope_scaling.low_freq_factor)},
+                         {"high_freq_factor", short_float(c.rope_scaling.high_freq_factor)},
+                         {"original_max_position_embeddings", c.rope_scaling.original_max_position}};
+  }
+  j["tie_word_embeddings"] = c.tie_embeddings;
+  j["hidden_act"] = "silu";
+  if (c.arch == "llama") {
+    j["attention_bias"] = false;
+    j["mlp_bias"] = false;
+  }
+  if (c.arch == "qwen2") j["use_sliding_window"] = false;
+  if (c.bos_id >= 0) j["bos_token_id"] = c.bos_id;
+  if (c.eos_ids.size() > 1) j["eos_token_id"] = c.eos_ids;
+  else if (c.eos_id >= 0) j["eos_token_id"] = c.eos_id;
+  j["torch_dtype"] = torch_dtype;
+  return j.dump(2) + "\n";
+}
+
 void model_save_hf(const Model& m, const std::string& src_dir, const std::string& out_dir, const ModelSaveOptions& o) {
-  if (out_dir.empty()) fail_input("--save-path", "is empty", "give a folder for the fused model");
+  if (out_dir.empty()) fail_input(o.what, "is empty", "give a folder for the model");
   std::error_code ec;
   if (fs::exists(out_dir, ec) && !o.overwrite)
-    fail_input(out_dir, "already exists", "choose another --save-path, or pass --force to replace it");
+    fail_input(out_dir, "already exists", "choose another " + o.what + ", or pass --force to replace it");
   const std::string tmp = fmt::format("{}.tmp.{}", out_dir, ::getpid());
   fs::remove_all(tmp, ec);
   if (!fs::create_directories(tmp, ec) && ec)
     fail_input(tmp, "cannot create the folder: " + ec.message(), "check the path and its permissions");
   try {
     // Group the tensors into shards of at most shard_bytes (a tensor larger than that gets its own).
-    struct Item {
-      std::string name;
-      DType dtype;
-      std::vector<int64_t> shape;
-      std::vector<uint8_t> data;
-    };
     std::vector<std::vector<Named>> shards(1);
     int64_t cur = 0;
-    auto target = [&](const Named& n) { return o.dtype_of ? o.dtype_of(n.name, n.t) : n.t.dtype; };
+    // Quantized weights (a GGUF model kept quantized) are written dequantized, as bf16 unless told.
+    auto target = [&](const Named& n) {
+      const DType t = o.dtype_of ? o.dtype_of(n.name, n.t) : n.t.dtype;
+      return dtype_is_quant(t) ? DTYPE_BF16 : t;
+    };
     for (const Named& n : model_hf_tensors(m)) {
       LORA_CHECK(n.t.device == DEVICE_CPU && n.t.is_contiguous(), "model_save_hf: {} must be a host tensor", n.name);
-      LORA_CHECK(!dtype_is_quant(n.t.dtype), "model_save_hf: {} is quantized", n.name);
       const int64_t bytes = dtype_nbytes(target(n), n.t.numel());
       if (cur > 0 && cur + bytes > o.shard_bytes) {
         shards.emplace_back();
@@ -97,34 +146,48 @@ void model_save_hf(const Model& m, const std::string& src_dir, const std::string
     for (size_t s = 0; s < ns; ++s) {
       const std::string file =
           ns == 1 ? "model.safetensors" : fmt::format("model-{:05d}-of-{:05d}.safetensors", s + 1, ns);
-      std::vector<Item> items;
-      items.reserve(shards[s].size());
+      // Streamed: each tensor is converted into the writer's scratch buffer when its turn comes.
+      std::vector<SafeTensorSource> w;
       for (const Named& n : shards[s]) {
-        Item it{n.name, target(n), std::vector<int64_t>(n.t.shape.begin(), n.t.shape.begin() + n.t.ndim), {}};
-        it.data.resize(size_t(dtype_nbytes(it.dtype, n.t.numel())));
-        if (it.dtype == n.t.dtype) {
-          std::memcpy(it.data.data(), n.t.data, it.data.size());
+        const DType dt = target(n);
+        SafeTensorSource src{n.name, dt, std::vector<int64_t>(n.t.shape.begin(), n.t.shape.begin() + n.t.ndim), nullptr, {}};
+        if (dt == n.t.dtype) {
+          src.data = n.t.data;
         } else {
-          std::vector<float> f(static_cast<size_t>(n.t.numel()));
-          dtype_convert_to_f32(n.t.dtype, n.t.data, f.data(), n.t.numel());
-          dtype_convert_from_f32(it.dtype, f.data(), it.data.data(), n.t.numel());
+          const Tensor t = n.t;
+          src.fill = [t, dt](void* dst) {
+            const int64_t cols = t.ndim ? t.shape[size_t(t.ndim - 1)] : 1, rows = t.numel() / std::max<int64_t>(cols, 1);
+            const int64_t sb = dtype_nbytes(t.dtype, cols), db = dtype_nbytes(dt, cols);
+#pragma omp parallel
+            {
+              std::vector<float> row(static_cast<size_t>(cols));
+#pragma omp for schedule(static)
+              for (int64_t r = 0; r < rows; ++r) {
+                quant_dequantize_row(t.dtype, static_cast<const uint8_t*>(t.data) + r * sb, row.data(), cols);
+                dtype_convert_from_f32(dt, row.data(), static_cast<uint8_t*>(dst) + r * db, cols);
+              }
+            }
+          };
         }
-        total += int64_t(it.data.size());
+        total += dtype_nbytes(dt, n.t.numel());
         weight_map[n.name] = file;
-        items.push_back(std::move(it));
+        w.push_back(std::move(src));
       }
-      std::vector<SafeTensorWrite> w;
-      for (const Item& it : items) w.push_back({it.name, it.dtype, it.shape, it.data.data()});
-      safetensors_write(tmp + "/" + file, w, {{"format", "pt"}});
+      safetensors_write_stream(tmp + "/" + file, w, {{"format", "pt"}});
     }
     if (ns > 1) {
       const nlohmann::json idx = {{"metadata", {{"total_size", total}}}, {"weight_map", weight_map}};
       const std::string text = idx.dump(2) + "\n";
       write_file_atomic(tmp + "/model.safetensors.index.json", text.data(), text.size());
     }
+    if (!o.config_json.empty()) write_file_atomic(tmp + "/config.json", o.config_json.data(), o.config_json.size());
+    if (o.vocab) tokenizer_vocab_write_hf(*o.vocab, tmp);
     for (const char* f : {"config.json", "generation_config.json", "tokenizer.json", "tokenizer.model",
                           "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja",
                           "chat_template.json", "added_tokens.json"}) {
+      if (src_dir.empty() || path_exists(tmp + "/" + f)) continue;  // written above from the config/vocab
+      const bool tokenizer_file = std::string(f) != "config.json" && std::string(f) != "generation_config.json";
+      if (o.vocab && tokenizer_file) continue;
       const std::string from = src_dir + "/" + f;
       if (path_exists(from)) copy_file(from, tmp + "/" + f);
     }

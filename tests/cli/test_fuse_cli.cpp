@@ -1,8 +1,10 @@
 // End-to-end tests of `lora fuse` on stories260K (../shared): a LoRA and a DoRA adapter trained for a few
 // steps at a high learning rate (so they change the output), fused into an HF folder; greedy generation from
 // the fused folder equals generation from the base with --adapter-path; the folder holds the base's dtype,
-// config and tokenizer files; bad input (existing output without --force, a GGUF base, a missing adapter)
-// exits 1 with one message and leaves no output behind. Sharding (model/model_save.h) is in test_model_save.
+// config and tokenizer files; a GGUF base fuses to the same model as its HF twin; --export-gguf writes a GGUF
+// (default <save-path>/ggml-model-f16.gguf) that generates like the fused folder; a quantized GGUF base needs
+// --dequantize; bad input (existing output without --force, a missing adapter) exits 1 with one message and
+// leaves no output behind. Sharding (model/model_save.h) is in test_model_save.
 #include <gtest/gtest.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -100,11 +102,53 @@ TEST(FuseCli, BadInput) {
   EXPECT_EQ(r.code, 1) << r.err;
   EXPECT_TRUE(contains(r.err, "error: ")) << r.err;
   EXPECT_FALSE(lora::test::file_exists(out2));
-  r = run_lora("fuse --model '" + lora::test::shared_dir() + "/models/stories260K/stories260K.gguf' --adapter-path '" + ad +
-               "' --save-path '" + out2 + "'");
+  r = run_lora("fuse --model '" + model() + "/nope' --adapter-path '" + ad + "' --save-path '" + out2 + "'");
   EXPECT_EQ(r.code, 1) << r.err;
-  EXPECT_TRUE(contains(r.err, "GGUF")) << r.err;
+  EXPECT_TRUE(contains(r.err, "/nope")) << r.err;
   EXPECT_FALSE(lora::test::file_exists(out2));
+}
+
+TEST(FuseCli, GgufBaseAndExportGguf) {
+  REQUIRE_DATA();
+  LORA_REQUIRE_SHARED("models/stories260K/stories260K.gguf");
+  const std::string data = quotes_data("gguf_data", 16, 4);
+  const std::string ad = tmp_dir("gguf_adapter");
+  ASSERT_EQ(run_lora("train --device cpu --model '" + model() + "' --data '" + data + "' --adapter-path '" + ad +
+                     "' --iters 12 --learning-rate 1e-2 --num-layers -1 --batch-size 2 --val-batches 0 --seed 3 --threads 1")
+                .code,
+            0);
+  const std::string d = tmp_dir("gguf_out");
+  const std::string gguf = lora::test::shared_dir() + "/models/stories260K/stories260K.gguf";
+  // Fused into the HF base, with the default GGUF export (f16) and an f32 one.
+  CmdResult r = run_lora("fuse --model '" + model() + "' --adapter-path '" + ad + "' --save-path '" + d + "/hf' --export-gguf");
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_TRUE(lora::test::file_exists(d + "/hf/ggml-model-f16.gguf")) << r.out;
+  r = run_lora("fuse --model '" + model() + "' --adapter-path '" + ad + "' --save-path '" + d +
+               "/hf32' --export-gguf --gguf-type f32 --gguf-path '" + d + "/fused32.gguf'");
+  ASSERT_EQ(r.code, 0) << r.err;
+  // Fused into the GGUF twin of the same weights.
+  r = run_lora("fuse --model '" + gguf + "' --adapter-path '" + ad + "' --save-path '" + d + "/from_gguf'");
+  ASSERT_EQ(r.code, 0) << r.err;
+  for (const char* f : {"config.json", "model.safetensors", "tokenizer.model", "tokenizer_config.json"})
+    EXPECT_TRUE(lora::test::file_exists(d + "/from_gguf/" + f)) << f;
+  const std::string gen = "generate --device cpu --prompt 'Once upon a time' --ignore-chat-template --max-tokens 40 --threads 1";
+  const std::string want = generated(run_lora(gen + " --model '" + model() + "' --adapter-path '" + ad + "'").out);
+  EXPECT_EQ(generated(run_lora(gen + " --model '" + d + "/hf'").out), want);
+  EXPECT_EQ(generated(run_lora(gen + " --model '" + d + "/fused32.gguf'").out), want);
+  EXPECT_EQ(generated(run_lora(gen + " --model '" + d + "/from_gguf'").out), want);
+  EXPECT_FALSE(generated(run_lora(gen + " --model '" + d + "/hf/ggml-model-f16.gguf'").out).empty());
+
+  // A quantized GGUF base: refused without --dequantize, fused in float with it.
+  ASSERT_EQ(run_lora("convert --model '" + model() + "' --to gguf --quantize q8_0 --out '" + d + "/q8.gguf'").code, 0);
+  r = run_lora("fuse --model '" + d + "/q8.gguf' --adapter-path '" + ad + "' --save-path '" + d + "/q'");
+  EXPECT_EQ(r.code, 1);
+  EXPECT_TRUE(contains(r.err, "--dequantize")) << r.err;
+  EXPECT_FALSE(lora::test::file_exists(d + "/q"));
+  r = run_lora("fuse --model '" + d + "/q8.gguf' --adapter-path '" + ad + "' --save-path '" + d + "/q' --de-quantize --export-gguf --gguf-type q8_0");
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_TRUE(contains(slurp(d + "/q/config.json"), "\"bfloat16\""));
+  EXPECT_TRUE(lora::test::file_exists(d + "/q/ggml-model-q8_0.gguf"));
+  EXPECT_FALSE(generated(run_lora(gen + " --model '" + d + "/q'").out).empty());
 }
 
 }  // namespace

@@ -60,7 +60,7 @@ TEST(QloraCli, QuantizedBaseLowersValidationLossLikeF32) {
     EXPECT_GT(r.first - r.last, 0.7 * (f.first - f.last));
     EXPECT_TRUE(contains(lora::test::slurp(ad + "/adapter_config.json"), "\"quantize\": \"" + q + "\""));
     // The adapter generates on the quantized base and on the float base.
-    for (const std::string extra : {std::string(" --quantize ") + q, std::string()}) {
+    for (const std::string& extra : {std::string(" --quantize ") + q, std::string()}) {
       const CmdResult g = run_lora("generate --model '" + model() + "' --adapter-path '" + ad +
                                    "' --prompt 'Once upon' --max-tokens 8 --temp 0" + extra);
       EXPECT_EQ(g.code, 0) << g.err;
