@@ -144,6 +144,7 @@ class CudaOps final : public Ops {
     for (auto& [k, g] : graphs_) (void)cudaGraphExecDestroy(g);
     for (auto* s : {&x_bf16_, &g_bf16_, &lora_u_, &lora_g_, &lora_drop_, &lora_t_, &lora_den_, &opt_table_, &attn_ws_, &w_deq_})
       s->release();
+    for (DeqSlot& s : deq_slots_) s.buf.release();
     for (auto& [k, v] : rope_) {
       (void)cudaFree(v.cos);
       (void)cudaFree(v.sin);
@@ -206,11 +207,15 @@ class CudaOps final : public Ops {
   bool graph_capture_begin() override {
     if (!supports_graphs() || prof_) return false;
     conv_forget();
+    deq_forget();
+    capturing_ = true;
     LORA_CUDA_CHECK(cudaStreamBeginCapture(st(), cudaStreamCaptureModeRelaxed));
     return true;
   }
   void graph_capture_end(uint64_t key) override {
     cudaGraph_t g = nullptr;
+    capturing_ = false;
+    deq_forget();
     LORA_CUDA_CHECK(cudaStreamEndCapture(st(), &g));
     cudaGraphExec_t e = nullptr;
     LORA_CUDA_CHECK(cudaGraphInstantiate(&e, g, 0));
@@ -230,6 +235,7 @@ class CudaOps final : public Ops {
     auto it = graphs_.find(key);
     if (it == graphs_.end()) return false;
     conv_forget();
+    deq_forget();
     LORA_CUDA_CHECK(cudaGraphLaunch(it->second, st()));
     return true;
   }
@@ -278,11 +284,68 @@ class CudaOps final : public Ops {
   }
   const void* dequant_chunk(const Tensor& w, int64_t r0, int64_t nr, int64_t cap_rows) {
     const int64_t in = w.dim(1);
+    if (deq_reuse_ > 0 && r0 == 0 && nr == w.dim(0))
+      if (const void* kept = dequant_kept(w)) return kept;
     void* d = w_deq_.get(size_t(std::max(cap_rows * in, kDeqChunkElems)) * 2, st());
     cuda_dequantize_bf16(w.dtype, static_cast<const char*>(w.data) + dtype_nbytes(w.dtype, r0 * in),
                          static_cast<__nv_bfloat16*>(d), nr, in, in, st());
     return d;
   }
+  // Whole weights kept dequantized while set_dequant_reuse is on. A slot serves one weight size (element
+  // count) for good, and each size gets at most three slots, most recently used kept: a Llama block has at
+  // most three linears of one size (q/o, k/v, and gate/up/down, whose counts are equal), so a block's
+  // recompute leaves all seven for its backward while the memory held is about one block's weights
+  // (TinyLlama: 87 MB of bf16) rather than seven of the largest. Slots are allocated outside recordings only (allocating would enter the graph);
+  // otherwise the weight goes through w_deq_. Nothing kept survives the edges of a recording or a replay,
+  // so a recording only hits what it dequantized itself.
+  static constexpr int kDeqSlots = 8;
+  struct DeqSlot {
+    int64_t size = 0;           // the element count this slot serves (0: free)
+    const void* w = nullptr;    // the weight it holds now
+    uint64_t used = 0;
+    Scratch buf;
+  };
+  DeqSlot deq_slots_[kDeqSlots];
+  int deq_reuse_ = 0;
+  uint64_t deq_clock_ = 0;
+  bool capturing_ = false;
+  void deq_forget() {
+    for (DeqSlot& s : deq_slots_) s.w = nullptr;
+  }
+  const void* dequant_kept(const Tensor& w) {
+    const int64_t n = w.numel();
+    DeqSlot* victim = nullptr;
+    DeqSlot* free_slot = nullptr;
+    int same = 0;
+    for (DeqSlot& s : deq_slots_) {
+      if (s.size == n) {
+        if (s.w == w.data) {
+          s.used = ++deq_clock_;
+          return s.buf.p;
+        }
+        ++same;
+        if (!victim || s.used < victim->used) victim = &s;
+      } else if (s.size == 0 && !free_slot) {
+        free_slot = &s;
+      }
+    }
+    if (same < 3 && free_slot && !capturing_) {
+      victim = free_slot;
+      victim->size = n;
+      victim->buf.get(size_t(n) * 2, st());
+    }
+    if (!victim) return nullptr;
+    void* d = victim->buf.p;
+    cuda_dequantize_bf16(w.dtype, w.data, static_cast<__nv_bfloat16*>(d), w.dim(0), w.dim(1), w.dim(1), st());
+    victim->w = w.data;
+    victim->used = ++deq_clock_;
+    return d;
+  }
+  void set_dequant_reuse(bool on) override {
+    deq_reuse_ = std::max(0, deq_reuse_ + (on ? 1 : -1));
+    deq_forget();
+  }
+
   // The bf16 input of a linear (x converted once, reused by q/k/v and gate/up: conv_*).
   const void* input_bf16(const Tensor& x, int64_t n_elems) {
     void* xb = x_bf16_.get(size_t(n_elems) * 2, st());

@@ -462,9 +462,13 @@ struct TrainSession::Impl {
 };
 
 TrainSession::TrainSession(const Model& m, Adapter& a, Ops& ops, const TrainSessionOptions& o)
-    : impl_(std::make_unique<Impl>(m, a, ops, o)) {}
+    : impl_(std::make_unique<Impl>(m, a, ops, o)) {
+  if (o.grad_checkpoint) ops.set_dequant_reuse(true);  // recompute then backward: reuse a block's weights
+}
 
-TrainSession::~TrainSession() = default;
+TrainSession::~TrainSession() {
+  if (impl_->o.grad_checkpoint) impl_->ops.set_dequant_reuse(false);
+}
 
 LossResult TrainSession::loss_and_grad(const TrainBatchView& b, int64_t step, double grad_denominator) {
   return impl_->run(b, true, step, grad_denominator);

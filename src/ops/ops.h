@@ -167,6 +167,13 @@ class Ops {
   // Waits for every queued op (no-op on the CPU).
   virtual void sync() {}
 
+  // QLoRA hint: a backend that dequantizes quantized weights per call may keep the last few whole weights
+  // (about one block's) dequantized and reuse them while on. Worth it when a block's weights are used
+  // again right away: with gradient checkpointing a block's recompute is followed by its backward.
+  // Calls nest (on while more ons than offs); each call drops what is kept (a weight freed and another
+  // allocated at its address must never hit). Default: ignored.
+  virtual void set_dequant_reuse(bool on) { (void)on; }
+
   // Recorded op sequences (CUDA graphs), so that a step of many small ops is not bound by launch overhead.
   // graph_capture_begin() starts recording the ops queued next instead of running them (false: this
   // backend does not record, run the ops eagerly); graph_capture_end(key) stores the recording under key;
