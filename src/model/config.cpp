@@ -227,19 +227,11 @@ void rope_from_freqs_tensor(const GGUFFile& f, const std::string& arch, ModelCon
   bool all_one = true;
   for (float v : ff) all_one = all_one && v == 1.0f;
   if (all_one) return;
-  const double lo_wl = double(rs.original_max_position) / rs.low_freq_factor;
-  const double hi_wl = double(rs.original_max_position) / rs.high_freq_factor;
+  ModelConfig scaled = c;
+  scaled.rope_scaling = rs;
+  const std::vector<float> want_ff = llama3_rope_factors(scaled);
   for (int64_t i = 0; i < half; ++i) {
-    const double freq = 1.0 / std::pow(c.rope_theta, double(2 * i) / double(c.head_dim));
-    const double wl = 2 * std::numbers::pi / freq;
-    double want;
-    if (wl < hi_wl) want = 1.0;
-    else if (wl > lo_wl) want = rs.factor;
-    else {
-      const double smooth = (double(rs.original_max_position) / wl - rs.low_freq_factor) /
-                            (rs.high_freq_factor - rs.low_freq_factor);
-      want = 1.0 / ((1 - smooth) / rs.factor + smooth);
-    }
+    const double want = want_ff[size_t(i)];
     if (std::fabs(want - ff[size_t(i)]) > 1e-3 * std::fabs(want))
       fail_input(where, fmt::format("factor {} is {}, which Llama-3 RoPE scaling (factor {}) does not produce",
                                     i, ff[size_t(i)], rs.factor),
@@ -365,5 +357,27 @@ ModelConfig config_from_gguf(const GGUFFile& f) {
 }
 
 void config_validate(const ModelConfig& c, const std::string& src) { validate_with(c, src, hf_keys()); }
+
+std::vector<float> llama3_rope_factors(const ModelConfig& c) {
+  const RopeScaling& rs = c.rope_scaling;
+  const int64_t half = c.head_dim / 2;
+  const double lo_wl = double(rs.original_max_position) / rs.low_freq_factor;
+  const double hi_wl = double(rs.original_max_position) / rs.high_freq_factor;
+  std::vector<float> f(static_cast<size_t>(half));
+  for (int64_t i = 0; i < half; ++i) {
+    const double freq = 1.0 / std::pow(c.rope_theta, double(2 * i) / double(c.head_dim));
+    const double wl = 2 * std::numbers::pi / freq;
+    double v;
+    if (wl < hi_wl) v = 1.0;
+    else if (wl > lo_wl) v = rs.factor;
+    else {
+      const double smooth = (double(rs.original_max_position) / wl - rs.low_freq_factor) /
+                            (rs.high_freq_factor - rs.low_freq_factor);
+      v = 1.0 / ((1 - smooth) / rs.factor + smooth);
+    }
+    f[size_t(i)] = float(v);
+  }
+  return f;
+}
 
 }  // namespace lora

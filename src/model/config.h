@@ -44,4 +44,8 @@ ModelConfig config_from_gguf(const GGUFFile& f);
 // Sanity checks shared by both sources (positive sizes, heads divide, ...). `src` names the file.
 void config_validate(const ModelConfig& c, const std::string& src);
 
+// llama.cpp's Llama-3 RoPE frequency factors (D/2 values, the divisors of each pair's inverse frequency), as
+// its converter writes rope_freqs.weight, from c.rope_scaling (type "llama3") and c.rope_theta.
+std::vector<float> llama3_rope_factors(const ModelConfig& c);
+
 }  // namespace lora

@@ -70,29 +70,6 @@ void convert_rows(const Tensor& t, int64_t rows, int64_t cols, int64_t head_rows
   }
 }
 
-// llama.cpp's Llama-3 RoPE frequency factors (D/2 values), as its converter writes rope_freqs.weight.
-std::vector<float> llama3_rope_factors(const ModelConfig& c) {
-  const RopeScaling& rs = c.rope_scaling;
-  const int64_t half = c.head_dim / 2;
-  const double lo_wl = double(rs.original_max_position) / rs.low_freq_factor;
-  const double hi_wl = double(rs.original_max_position) / rs.high_freq_factor;
-  std::vector<float> f(static_cast<size_t>(half));
-  for (int64_t i = 0; i < half; ++i) {
-    const double freq = 1.0 / std::pow(c.rope_theta, double(2 * i) / double(c.head_dim));
-    const double wl = 2 * std::numbers::pi / freq;
-    double v;
-    if (wl < hi_wl) v = 1.0;
-    else if (wl > lo_wl) v = rs.factor;
-    else {
-      const double smooth = (double(rs.original_max_position) / wl - rs.low_freq_factor) /
-                            (rs.high_freq_factor - rs.low_freq_factor);
-      v = 1.0 / ((1 - smooth) / rs.factor + smooth);
-    }
-    f[size_t(i)] = float(v);
-  }
-  return f;
-}
-
 }  // namespace
 
 DType gguf_tensor_type(const GGUFSaveOptions& o, DType src, bool is_output, int64_t cols) {

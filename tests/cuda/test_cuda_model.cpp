@@ -28,6 +28,7 @@
 #include "model/lora.h"
 #include "test_util.h"
 #include "cuda_test_util.h"
+#include "model_test_util.h"
 #include "tolerances.h"
 #include "train/optimizer.h"
 
@@ -140,27 +141,7 @@ TEST(CudaModel, GoldenDoraBf16Weights) {
                 tol::kCudaBf16Grad);
 }
 
-// A fixed pseudo-random batch of B rows with ragged lengths (padding masked).
-struct Batch {
-  int64_t B, T;
-  std::vector<int32_t> in, tg;
-  std::vector<float> mask;
-  TrainBatchView view() const { return {B, T, in.data(), tg.data(), mask.data()}; }
-};
-Batch make_batch(int64_t B, int64_t T, int64_t V, uint32_t seed) {
-  Batch b{B, T, {}, {}, {}};
-  uint32_t x = seed;
-  auto next = [&] { return x = x * 1664525u + 1013904223u; };
-  for (int64_t r = 0; r < B; ++r) {
-    const int64_t len = T - (r * 3) % (T / 2 + 1);
-    for (int64_t t = 0; t < T; ++t) {
-      b.in.push_back(int32_t(next() % uint32_t(V)));
-      b.tg.push_back(int32_t(next() % uint32_t(V)));
-      b.mask.push_back(t < len ? 1.0f : 0.0f);
-    }
-  }
-  return b;
-}
+using test::make_train_batch;
 
 // Steps of Adam on CPU and GPU from the same initial adapter; losses per step and the final params.
 void steps_cpu_vs_gpu(FineTuneType type, double dropout, bool ckpt, int steps) {
@@ -189,7 +170,7 @@ void steps_cpu_vs_gpu(FineTuneType type, double dropout, bool ckpt, int steps) {
   Optimizer oc(optimizer_defaults(OPT_ADAM), ac), og(optimizer_defaults(OPT_ADAM), ag);
   double worst_loss = 0;
   for (int s = 0; s < steps; ++s) {
-    const Batch b = make_batch(3, 19 - s, host.cfg.vocab, 1234u + uint32_t(s));
+    const test::TrainBatch b = make_train_batch(3, 19 - s, host.cfg.vocab, 1234u + uint32_t(s));
     ac.zero_grad();
     ag.zero_grad();
     const double lc_ = sc.loss_and_grad(b.view(), s).mean();
@@ -244,7 +225,7 @@ TEST(CudaModel, CheckpointGradientsBitExact) {
     o.max_len = 16;
     o.grad_checkpoint = ck;
     TrainSession s(dm, a, gpu(), o);
-    const Batch b = make_batch(2, 16, host.cfg.vocab, 5);
+    const test::TrainBatch b = make_train_batch(2, 16, host.cfg.vocab, 5);
     a.zero_grad();
     s.loss_and_grad(b.view(), 3);
     for (auto& p : a.params) grads[ck].push_back(tensor_read_f32(p.grad.t));
@@ -268,7 +249,7 @@ TEST(CudaModel, GraphReplayEqualsEagerStep) {
   o.max_len = 40;
   o.grad_checkpoint = true;
   TrainSession s(dm, a, gpu(), o);
-  const Batch b = make_batch(2, 21, host.cfg.vocab, 8);
+  const test::TrainBatch b = make_train_batch(2, 21, host.cfg.vocab, 8);
   std::vector<std::vector<float>> first;
   double loss0 = 0;
   for (int rep = 0; rep < 3; ++rep) {

@@ -31,6 +31,27 @@
 namespace lora {
 namespace {
 
+// The backend (the GPU when there is one, else the CPU) and the script's model on it.
+struct ParitySetup {
+  std::unique_ptr<Ops> owned;
+  Ops* ops = &cpu_ops();
+  Device dev = DEVICE_CPU;
+  Model host, m;
+};
+ParitySetup parity_setup(const std::string& dir) {
+  ParitySetup su;
+  if (cuda_device_count() > 0) {
+    su.owned = cuda_ops_create(0);
+    su.ops = su.owned.get();
+    su.dev = DEVICE_CUDA;
+  }
+  ModelLoadOptions lo;
+  lo.compute_dtype = su.dev == DEVICE_CUDA ? DTYPE_BF16 : DTYPE_F32;
+  su.host = model_load(dir + "/model", lo);
+  su.m = model_to_device(su.host, su.dev, DTYPE_BF16);
+  return su;
+}
+
 TEST(PeftParity, LogitsAndTenAdamSteps) {
   const char* dir_env = std::getenv("LORA_PEFT_PARITY_DIR");
   if (!dir_env) GTEST_SKIP() << "skipped: set LORA_PEFT_PARITY_DIR to the output of tools/peft_parity.py";
@@ -40,18 +61,11 @@ TEST(PeftParity, LogitsAndTenAdamSteps) {
   const float lr = std::stof(exp->metadata().at("lr"));
   const bool bf16 = exp->metadata().at("dtype") == "bfloat16";
 
-  std::unique_ptr<Ops> owned;
-  Ops* ops = &cpu_ops();
-  Device dev = DEVICE_CPU;
-  if (cuda_device_count() > 0) {
-    owned = cuda_ops_create(0);
-    ops = owned.get();
-    dev = DEVICE_CUDA;
-  }
-  ModelLoadOptions lo;
-  lo.compute_dtype = dev == DEVICE_CUDA ? DTYPE_BF16 : DTYPE_F32;
-  const Model host = model_load(dir + "/model", lo);
-  const Model m = model_to_device(host, dev, DTYPE_BF16);
+  const ParitySetup su = parity_setup(dir);
+  Ops* ops = su.ops;
+  const Device dev = su.dev;
+  const Model& host = su.host;
+  const Model& m = su.m;
   Adapter a = adapter_load(dir + "/adapter", host);
   adapter_to_device(a, dev);
 
@@ -122,18 +136,11 @@ TEST(PeftParity, PeftTrainedAdapterImports) {
   auto exp = SafetensorsFile::open(dir + "/expected.safetensors");
   const bool bf16 = exp->metadata().at("dtype") == "bfloat16";
   ASSERT_TRUE(adapter_is_peft(dir + "/peft_trained")) << "tools/peft_parity.py writes OUT/peft_trained";
-  std::unique_ptr<Ops> owned;
-  Ops* ops = &cpu_ops();
-  Device dev = DEVICE_CPU;
-  if (cuda_device_count() > 0) {
-    owned = cuda_ops_create(0);
-    ops = owned.get();
-    dev = DEVICE_CUDA;
-  }
-  ModelLoadOptions lo;
-  lo.compute_dtype = dev == DEVICE_CUDA ? DTYPE_BF16 : DTYPE_F32;
-  const Model host = model_load(dir + "/model", lo);
-  const Model m = model_to_device(host, dev, DTYPE_BF16);
+  const ParitySetup su = parity_setup(dir);
+  Ops* ops = su.ops;
+  const Device dev = su.dev;
+  const Model& host = su.host;
+  const Model& m = su.m;
   Adapter a = adapter_load(dir + "/peft_trained", host);
   adapter_to_device(a, dev);
   const SafeTensorInfo* in = exp->find("inputs");

@@ -15,8 +15,8 @@
 #include "core/quant.h"
 #include "core/rng.h"
 #include "cpu/cpu_ops.h"
-#include "model/init.h"
 #include "model/model.h"
+#include "model_test_util.h"
 #include "test_util.h"
 #include "tolerances.h"
 
@@ -116,28 +116,10 @@ TEST(QloraOps, EmbeddingRowsAreDequantizedExactly) {
   }
 }
 
-// A random Llama whose width is a whole number of K-quant super-blocks, with an FFN width that is not
-// (so llama.cpp's fallback applies to w_down), untied lm_head.
-std::string make_tiny(const std::string& name, bool tied) {
-  const std::string dir = ::testing::TempDir() + "/qlora_" + name;
-  std::system(("rm -rf '" + dir + "' && mkdir -p '" + dir + "'").c_str());
-  std::ofstream(dir + "/config.json")
-      << "{\"architectures\": [\"LlamaForCausalLM\"], \"model_type\": \"llama\", \"hidden_size\": 256,"
-         " \"intermediate_size\": 416, \"num_hidden_layers\": 2, \"num_attention_heads\": 4, \"num_key_value_heads\": 2,"
-         " \"vocab_size\": 96, \"max_position_embeddings\": 128, \"rms_norm_eps\": 1e-5, \"rope_theta\": 10000.0,"
-         " \"tie_word_embeddings\": "
-      << (tied ? "true" : "false") << ", \"torch_dtype\": \"bfloat16\"}";
-  ModelInitOptions o;
-  o.dtype = DTYPE_BF16;
-  o.seed = 5;
-  model_init_random(dir + "/config.json", dir + "/model", o);
-  return dir + "/model";
-}
-
 TEST(QloraLoad, QuantizeAtLoadFollowsLlamaCppTypesAndReferenceBytes) {
   for (bool tied : {false, true}) {
     SCOPED_TRACE(tied ? "tied" : "untied");
-    const std::string dir = make_tiny(tied ? "tied" : "untied", tied);
+    const std::string dir = test::write_kquant_llama(tied ? "qlora_tied" : "qlora_untied", tied);
     ModelLoadOptions lo;
     lo.compute_dtype = DTYPE_BF16;
     const Model src = model_load(dir, lo);
@@ -181,7 +163,7 @@ TEST(QloraLoad, TypeRuleAndBadType) {
   EXPECT_EQ(quant_type_for_weight(DTYPE_Q4_0, false, 172, DTYPE_F32), DTYPE_F32);
   ModelLoadOptions lo;
   lo.quantize = DTYPE_BF16;
-  EXPECT_THROW(model_load(make_tiny("bad", false), lo), Error);
+  EXPECT_THROW(model_load(test::write_kquant_llama("qlora_bad", false), lo), Error);
 }
 
 }  // namespace
