@@ -151,4 +151,34 @@ TEST(FuseCli, GgufBaseAndExportGguf) {
   EXPECT_FALSE(generated(run_lora(gen + " --model '" + d + "/q'").out).empty());
 }
 
+// The acceptance's second model: a tiny random Llama (GQA 4/2, untied, f32 so that the fused folder holds the same
+// fp32 W' the adapter path computes), LoRA on every linear: the fused folder, its GGUF export and the adapter give
+// the same greedy tokens; and the adapter converted mlx -> peft -> gguf generates the same on it too.
+TEST(FuseCli, TinyRandomLlamaFusedAndConvertedAdapterGenerateAlike) {
+  REQUIRE_DATA();
+  LORA_REQUIRE_SHARED("models/stories260K/tok512.model");
+  const std::string d = tmp_dir("tiny_random");
+  write(d + "/config.json",
+        "{\"architectures\": [\"LlamaForCausalLM\"], \"model_type\": \"llama\", \"hidden_size\": 128,"
+        " \"intermediate_size\": 320, \"num_hidden_layers\": 2, \"num_attention_heads\": 4, \"num_key_value_heads\": 2,"
+        " \"vocab_size\": 512, \"max_position_embeddings\": 256, \"rms_norm_eps\": 1e-5, \"rope_theta\": 10000.0,"
+        " \"tie_word_embeddings\": false, \"bos_token_id\": 1, \"eos_token_id\": 2}");
+  ASSERT_EQ(std::system(("cp '" + lora::test::shared_dir() + "/models/stories260K/tok512.model' '" + d + "/tokenizer.model'").c_str()), 0);
+  ASSERT_EQ(run_lora("init --config '" + d + "/config.json' --out '" + d + "/m' --dtype f32 --seed 4").code, 0);
+  const std::string data = quotes_data("tiny_random_data", 16, 4), ad = d + "/ad";
+  const CmdResult t = run_lora("train --device cpu --model '" + d + "/m' --data '" + data + "' --adapter-path '" + ad +
+                               "' --iters 15 --learning-rate 2e-2 --num-layers -1 --batch-size 2 --val-batches 0 --seed 3 --threads 1"
+                               " --lora-keys q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj");
+  ASSERT_EQ(t.code, 0) << t.err;
+  ASSERT_EQ(run_lora("fuse --model '" + d + "/m' --adapter-path '" + ad + "' --save-path '" + d + "/fused' --export-gguf --gguf-type f32").code, 0);
+  ASSERT_EQ(run_lora("convert --model '" + d + "/m' --adapter-path '" + ad + "' --to peft --out '" + d + "/peft'").code, 0);
+  ASSERT_EQ(run_lora("convert --model '" + d + "/m' --adapter-path '" + d + "/peft' --to gguf --out '" + d + "/ad.gguf'").code, 0);
+  const std::string gen = "generate --device cpu --prompt 'Once upon a time' --ignore-chat-template --max-tokens 30 --threads 1";
+  const std::string want = generated(run_lora(gen + " --model '" + d + "/m' --adapter-path '" + ad + "'").out);
+  EXPECT_NE(want, generated(run_lora(gen + " --model '" + d + "/m'").out)) << "the adapter should change the greedy text";
+  EXPECT_EQ(generated(run_lora(gen + " --model '" + d + "/fused'").out), want);
+  EXPECT_EQ(generated(run_lora(gen + " --model '" + d + "/fused/ggml-model-f32.gguf'").out), want);
+  EXPECT_EQ(generated(run_lora(gen + " --model '" + d + "/m' --adapter-path '" + d + "/ad.gguf'").out), want);
+}
+
 }  // namespace

@@ -68,6 +68,23 @@ TEST(QloraCli, QuantizedBaseLowersValidationLossLikeF32) {
   }
 }
 
+// A quantized GGUF base trains as it is (its blocks are kept): Q8_0 and Q4_0 files written by lora convert.
+TEST(QloraCli, QuantizedGgufTrainsAsItIs) {
+  LORA_REQUIRE_SHARED("models/stories260K-hf/config.json");
+  LORA_REQUIRE_SHARED("data/english_quotes/quotes.jsonl");
+  const std::string data = lora::test::write_quotes(tmp_dir("gguf_data"), 40, 10);
+  for (const std::string q : {"q8_0", "q4_0"}) {
+    SCOPED_TRACE(q);
+    const std::string g = tmp_dir("gguf_" + q) + "/m.gguf";
+    ASSERT_EQ(run_lora("convert --model '" + model() + "' --to gguf --quantize " + q + " --out '" + g + "'").code, 0);
+    const CmdResult r = run_lora("train --model '" + g + "' --data '" + data + "' --adapter-path '" + tmp_dir("gguf_ad_" + q) +
+                                 "' --iters 20 --batch-size 4 --learning-rate 1e-3 --num-layers -1 --steps-per-eval 20"
+                                 " --seed 1 --threads 2");
+    ASSERT_EQ(r.code, 0) << r.err;
+    EXPECT_LT(last_val_loss(r.out), first_val_loss(r.out) - 0.2) << r.out;
+  }
+}
+
 TEST(QloraCli, BadQuantizeValues) {
   LORA_REQUIRE_SHARED("models/stories260K-hf/config.json");
   LORA_REQUIRE_SHARED("data/english_quotes/quotes.jsonl");
