@@ -117,8 +117,18 @@ struct ParsedLora {
 };
 
 // Opens and checks a GGUF-LoRA file against m: metadata, names, widths, one rank, complete pairs.
+bool has_gguf_magic(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  char m[4] = {};
+  return in.read(m, 4) && std::memcmp(m, "GGUF", 4) == 0;
+}
+
 ParsedLora parse_gguf_lora(const std::string& path, const Model& m) {
   ParsedLora p;
+  if (!has_gguf_magic(path))
+    fail_input(path, "is not a GGUF file (the first four bytes are not \"GGUF\")",
+               "pass a GGUF-LoRA adapter (`lora convert --adapter-path A --to gguf` writes one), or an mlx-lm or PEFT "
+               "adapter folder");
   p.f = GGUFFile::open(path);
   const GGUFFile& f = *p.f;
   const std::string type = f.get_str("general.type", "");
@@ -206,12 +216,6 @@ std::vector<AdapterTensor> to_tensors(const ParsedLora& p, const ModelConfig& c)
     ts.push_back({pr.b->name, name + ".lora_b", {r, out}, transposed(B, out, r)});
   }
   return ts;
-}
-
-bool has_gguf_magic(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  char m[4] = {};
-  return in.read(m, 4) && std::memcmp(m, "GGUF", 4) == 0;
 }
 
 }  // namespace
