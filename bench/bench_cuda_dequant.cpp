@@ -1,8 +1,9 @@
-// The GPU dequantizers (cuda/dequant.h) on TinyLlama's shapes: the largest FFN weight (5632, 2048) and
-// the lm_head (32000, 2048), for every quantized type, to bf16 (the QLoRA linear's path) and to f32.
-// Timed with CUDA events: median of 20 calls after 3 warm-up calls. Prints µs, the bytes moved (quantized
-// bytes read + output written) per second, and a device-to-device cudaMemcpy of the bf16 output's size
-// (read + write) as the bandwidth ceiling. Built only with the CUDA backend.
+// The GPU dequantizers (cuda/dequant.h) on TinyLlama's shapes: a small and a square weight (256 and
+// 2048 rows), the largest FFN weight (5632, 2048) and the lm_head (32000, 2048), for every quantized type,
+// to bf16 (the QLoRA linear's path) and to f32. Timed with CUDA events: median of 20 calls after 3
+// warm-up calls. Prints µs, the bytes moved (quantized bytes read + output written) per second, and a
+// device-to-device cudaMemcpy of the bf16 output's size (read + write) as the bandwidth ceiling; "x copy"
+// is the bf16 time over that copy's. Built only with the CUDA backend.
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
@@ -60,14 +61,19 @@ int main() {
   LORA_CUDA_CHECK(cudaMalloc(&dst, size_t(kMaxRows * kCols) * 4));
   LORA_CUDA_CHECK(cudaMalloc(&dst2, size_t(kMaxRows * kCols) * 2));
 
+  const int64_t kRows[] = {256, 2048, 5632, kMaxRows};
+  double copy_us[4];
   std::printf("\n| rows x cols | memcpy bf16-size D2D us | GB/s |\n|--|--:|--:|\n");
-  for (int64_t rows : {int64_t(5632), kMaxRows}) {
+  for (int k = 0; k < 4; ++k) {
+    const int64_t rows = kRows[k];
     const size_t bytes = size_t(rows * kCols) * 2;
     const double us = time_us(s, [&] { LORA_CUDA_CHECK(cudaMemcpyAsync(dst2, dst, bytes, cudaMemcpyDeviceToDevice, s)); });
+    copy_us[k] = us;
     std::printf("| %lld x %lld | %.1f | %.0f |\n", (long long)rows, (long long)kCols, us, 2.0 * double(bytes) / us / 1e3);
   }
 
-  std::printf("\n| type | rows x cols | bf16 us | bf16 GB/s | f32 us | f32 GB/s |\n|--|--|--:|--:|--:|--:|\n");
+  std::printf("\n| type | rows x cols | bf16 us | bf16 GB/s | x copy | f32 us | f32 GB/s |\n"
+              "|--|--|--:|--:|--:|--:|--:|\n");
   Rng rng(7);
   std::vector<float> x(size_t(kPoolRows * kCols));
   for (auto& v : x) v = 2.0f * rng.uniform() - 1.0f;
@@ -79,14 +85,15 @@ int main() {
     for (int64_t r = 0; r < kMaxRows; ++r)
       std::memcpy(host.data() + r * row_bytes, pool.data() + (r % kPoolRows) * row_bytes, size_t(row_bytes));
     LORA_CUDA_CHECK(cudaMemcpy(src, host.data(), host.size(), cudaMemcpyHostToDevice));
-    for (int64_t rows : {int64_t(5632), kMaxRows}) {
+    for (int k = 0; k < 4; ++k) {
+      const int64_t rows = kRows[k];
       const double in_bytes = double(rows * row_bytes), n = double(rows * kCols);
       const double us_bf16 = time_us(s, [&] {
         cuda_dequantize_bf16(t, src, static_cast<__nv_bfloat16*>(dst), rows, kCols, kCols, s);
       });
       const double us_f32 = time_us(s, [&] { cuda_dequantize_f32(t, src, static_cast<float*>(dst), rows, kCols, s); });
-      std::printf("| %s | %lld x %lld | %.1f | %.0f | %.1f | %.0f |\n", dtype_name(t), (long long)rows,
-                  (long long)kCols, us_bf16, (in_bytes + 2 * n) / us_bf16 / 1e3, us_f32,
+      std::printf("| %s | %lld x %lld | %.1f | %.0f | %.2f | %.1f | %.0f |\n", dtype_name(t), (long long)rows,
+                  (long long)kCols, us_bf16, (in_bytes + 2 * n) / us_bf16 / 1e3, us_bf16 / copy_us[k], us_f32,
                   (in_bytes + 4 * n) / us_f32 / 1e3);
     }
   }

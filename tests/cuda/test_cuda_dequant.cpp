@@ -2,10 +2,12 @@
 // rows (zero rows, zero blocks, large, tiny and subnormal-scale magnitudes, negatives, outliers) quantized
 // on the CPU with quant_quantize_row for Q4_0..Q6_K, dequantized on the GPU to f32 (must equal the CPU's
 // f32 bits) and to bf16 (must equal the CPU's f32 rounded to nearest even). Shapes cover one block, odd
-// row counts, tiles that cross rows and rows that span several tiles; sources at unaligned addresses;
-// outputs at unaligned addresses and with dst_ld > cols (the NaN-poisoned padding must stay untouched);
-// the embedding gather with repeated and out-of-range ids; a 5632 x 2048 matrix; plain F32/F16/BF16
-// sources; bad arguments. The first mismatch is named (type, row, col, got, want). Skips without a GPU.
+// row counts, warp tiles (1024 elements) that cross rows and rows that span several tiles, row lengths
+// 256..5632 with row counts that leave the last tile and the last CTA (8 tiles) part empty; sources
+// 16-byte aligned (staged as whole uint4), 2-byte aligned and odd; outputs at unaligned addresses and
+// with dst_ld > cols (the NaN-poisoned padding must stay untouched); the embedding gather with repeated
+// and out-of-range ids; a 5632 x 2048 matrix; plain F32/F16/BF16 sources; bad arguments. The first
+// mismatch is named (type, row, col, got, want). Skips without a GPU.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -285,6 +287,30 @@ TEST_F(CudaDequant, EmbeddingGathersRowsWithRepeatsAndZeroesBadIds) {
             break;
           }
       }
+}
+
+// The kernel's warp tiles (32 blocks of 32 or 4 super-blocks of 256) over TinyLlama's row lengths and
+// others, row counts that leave the last tile and the last CTA (8 warps) part empty or exactly full
+// (64 x 2048), sources whose tiles stage as whole uint4 (offset 0, 16), with a 2-byte or odd head, and
+// outputs with dst_ld == cols (flat addressing), dst_ld > cols (row/col addressing) and scalar stores.
+TEST_F(CudaDequant, WarpTilesOverRowLengthsRowCountsAndAlignments) {
+  uint64_t seed = 500;
+  for (DType t : kQuantTypes) {
+    std::vector<std::pair<int64_t, int64_t>> shapes;
+    if (dtype_block_elems(t) == 32)
+      shapes = {{1, 32}, {3, 5632}, {37, 1056}, {64, 2048}, {5, 288}, {11, 160}};
+    else
+      shapes = {{1, 256}, {3, 5632}, {37, 2304}, {64, 2048}, {5, 1280}, {9, 256}};
+    for (auto [rows, cols] : shapes) {
+      const Quantized q = make_quantized(t, rows, cols, seed++);
+      for (size_t src_off : {0, 16, 2, 7}) check_bf16(q, cols, 0, src_off);
+      check_bf16(q, cols + 8, 0, 16);
+      check_bf16(q, cols + 264, 8, 3);  // dst 16-byte aligned at element 8, vector stores, padding
+      check_bf16(q, cols + 1, 0, 0);    // ld % 8 != 0: scalar stores
+      check_f32(q, 16, 0);
+      check_f32(q, 5, 2);
+    }
+  }
 }
 
 // TinyLlama's largest FFN weight: many tiles, every CTA of a full grid busy.
