@@ -60,14 +60,19 @@ inline std::string write_quotes(const std::string& dir, int n_train, int n_valid
   return dir;
 }
 
-// Runs `lora <args>` (stdin from /dev/null); prefix names its output files under TempDir.
-inline CmdResult run_lora(const std::string& prefix, const std::string& args) {
+// Runs `lora <args>` with stdin_text on stdin (empty: /dev/null); prefix names its files under TempDir.
+inline CmdResult run_lora(const std::string& prefix, const std::string& args, const std::string& stdin_text = "") {
   static int n = 0;
   const std::string base = ::testing::TempDir() + "/" + prefix + "run" + std::to_string(::getpid()) + "_" + std::to_string(n++);
+  std::string in = "/dev/null";
+  if (!stdin_text.empty()) {
+    in = base + ".in";
+    write(in, stdin_text);
+  }
   std::string cmd = "'";  // appended piece by piece: GCC 12 warns (-Wrestrict, falsely) on one long + chain
   cmd += lora_bin();
   cmd += "' " + args;
-  cmd += " </dev/null >'" + base + ".out' 2>'" + base + ".err'";
+  cmd += " <'" + in + "' >'" + base + ".out' 2>'" + base + ".err'";
   const int st = std::system(cmd.c_str());
   CmdResult r;
   r.code = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);

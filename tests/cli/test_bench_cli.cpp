@@ -15,44 +15,22 @@
 #include <string>
 #include <vector>
 
+#include "cli_util.h"
 #include "test_util.h"
 
 namespace {
 
 using nlohmann::json;
 
-struct CmdResult {
-  int code = -1;
-  std::string out, err;
-};
-
-std::string slurp(const std::string& p) {
-  std::ifstream f(p, std::ios::binary);
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
-}
+using lora::test::CmdResult;
+using lora::test::contains;
+using lora::test::slurp;
 
 std::string tmp_path(const std::string& name) {
   return ::testing::TempDir() + "/lora_bench_cli_" + std::to_string(::getpid()) + "_" + name;
 }
 
-CmdResult run_lora(const std::string& args) {
-  static int n = 0;
-  const std::string base = tmp_path("run" + std::to_string(n++));
-  std::string cmd = "'";  // appended piece by piece: GCC 12 warns (-Wrestrict, falsely) on one long + chain
-  cmd += lora::test::lora_bin();
-  cmd += "' " + args;
-  cmd += " </dev/null >'" + base + ".out' 2>'" + base + ".err'";
-  const int st = std::system(cmd.c_str());
-  CmdResult r;
-  r.code = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-  r.out = slurp(base + ".out");
-  r.err = slurp(base + ".err");
-  return r;
-}
-
-bool contains(const std::string& s, const std::string& needle) { return s.find(needle) != std::string::npos; }
+CmdResult run_lora(const std::string& args) { return lora::test::run_lora("lora_bench_cli_", args); }
 
 std::vector<json> json_lines(const std::string& path) {
   std::vector<json> v;

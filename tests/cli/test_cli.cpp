@@ -12,49 +12,22 @@
 #include <sstream>
 #include <string>
 
+#include "cli_util.h"
 #include "test_util.h"
 
 namespace {
 
-struct CmdResult {
-  int code = -1;
-  std::string out, err;
-};
+using lora::test::CmdResult;
+using lora::test::contains;
+using lora::test::slurp;
+using lora::test::write;
 
-std::string tmp_dir(const std::string& name) {
-  const std::string d = ::testing::TempDir() + "/lora_cli_" + name;
-  std::string cmd = "rm -rf '" + d + "' && mkdir -p '" + d + "'";
-  EXPECT_EQ(std::system(cmd.c_str()), 0);
-  return d;
-}
+std::string tmp_dir(const std::string& name) { return lora::test::tmp_dir("lora_cli_", name); }
 
-std::string slurp(const std::string& p) {
-  std::ifstream f(p, std::ios::binary);
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
-}
-
-void write(const std::string& p, const std::string& data) {
-  std::ofstream f(p, std::ios::binary);
-  f << data;
-}
-
-// Runs `lora <args>` through the shell with optional stdin text; captures stdout, stderr, exit code.
+// Runs `lora <args>` with optional stdin text; captures stdout, stderr, exit code.
 CmdResult run_lora(const std::string& args, const std::string& stdin_text = "") {
-  static int n = 0;
-  const std::string base = ::testing::TempDir() + "/lora_cli_run" + std::to_string(::getpid()) + "_" + std::to_string(n++);
-  write(base + ".in", stdin_text);
-  const std::string cmd = "'" + lora::test::lora_bin() + "' " + args + " <'" + base + ".in' >'" + base + ".out' 2>'" + base + ".err'";
-  const int st = std::system(cmd.c_str());
-  CmdResult r;
-  r.code = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-  r.out = slurp(base + ".out");
-  r.err = slurp(base + ".err");
-  return r;
+  return lora::test::run_lora("lora_cli_", args, stdin_text);
 }
-
-bool contains(const std::string& s, const std::string& needle) { return s.find(needle) != std::string::npos; }
 
 #define EXPECT_USER_ERROR(r, needle)                                                   \
   do {                                                                                 \
