@@ -122,7 +122,8 @@ void matvec(const void* w, DType wt, int64_t out, int64_t in, const float* x, fl
       const int64_t row_bytes = dtype_nbytes(wt, in);
 #pragma omp parallel if (par)
       {
-        std::vector<float> row(static_cast<size_t>(in));
+        thread_local std::vector<float> row;  // grown once per thread: decoding allocates nothing per token
+        if (int64_t(row.size()) < in) row.resize(static_cast<size_t>(in));
 #pragma omp for schedule(static)
         for (int64_t r = 0; r < out; ++r) {
           quant_dequantize_row(wt, W + r * row_bytes, row.data(), in);
