@@ -4,6 +4,7 @@
 #include "io/gguf.h"
 
 #include <cstring>
+#include <fstream>
 #include <limits>
 
 #include "core/error.h"
@@ -458,6 +459,12 @@ void GGUFWriter::write(const std::string& path, uint32_t alignment) const {
     w.write_zeros((nb + alignment - 1) / alignment * alignment - nb);
   }
   w.commit();
+}
+
+bool gguf_has_magic(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  char m[4] = {};
+  return in && in.read(m, 4) && std::memcmp(m, "GGUF", 4) == 0;
 }
 
 }  // namespace lora

@@ -84,6 +84,9 @@ class GGUFFile {
   std::shared_ptr<MappedFile> map_;
 };
 
+// Whether the file at path starts with GGUF's magic "GGUF" (false for folders and unreadable files).
+bool gguf_has_magic(const std::string& path);
+
 // Writer: collects kv pairs and tensors, then writes v3 atomically (temp file + rename), streaming the
 // header and then one tensor at a time; a failure (disk full, a throwing fill) leaves no file behind.
 class GGUFWriter {

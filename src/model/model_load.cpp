@@ -288,11 +288,6 @@ Model load_gguf(const std::string& path, const ModelLoadOptions& opts) {
   return m;
 }
 
-bool has_gguf_magic(const std::string& path) {
-  auto f = MappedFile::open(path);
-  return f->size() >= 4 && std::memcmp(f->data(), "GGUF", 4) == 0;
-}
-
 }  // namespace
 
 std::string model_hf_name(int layer, const std::string& leaf) {
@@ -313,7 +308,7 @@ Model model_load(const std::string& path, const ModelLoadOptions& opts) {
     const size_t n = std::strlen(suf);
     return path.size() >= n && path.compare(path.size() - n, n, suf) == 0;
   };
-  if (ends_with(".gguf") || has_gguf_magic(path)) return load_gguf(path, opts);
+  if (ends_with(".gguf") || gguf_has_magic(path)) return load_gguf(path, opts);
   if (ends_with(".safetensors") || ends_with("config.json"))
     fail_input(path, "is a file inside a model folder", "pass the folder itself (it holds config.json and the weights)");
   fail_input(path, "is neither a model folder nor a GGUF file", "pass an HF model folder or a .gguf file");

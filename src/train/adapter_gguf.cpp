@@ -117,15 +117,9 @@ struct ParsedLora {
 };
 
 // Opens and checks a GGUF-LoRA file against m: metadata, names, widths, one rank, complete pairs.
-bool has_gguf_magic(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  char m[4] = {};
-  return in.read(m, 4) && std::memcmp(m, "GGUF", 4) == 0;
-}
-
 ParsedLora parse_gguf_lora(const std::string& path, const Model& m) {
   ParsedLora p;
-  if (!has_gguf_magic(path))
+  if (!gguf_has_magic(path))
     fail_input(path, "is not a GGUF file (the first four bytes are not \"GGUF\")",
                "pass a GGUF-LoRA adapter (`lora convert --adapter-path A --to gguf` writes one), or an mlx-lm or PEFT "
                "adapter folder");
@@ -223,7 +217,7 @@ std::vector<AdapterTensor> to_tensors(const ParsedLora& p, const ModelConfig& c)
 std::string adapter_gguf_arch(const ModelConfig& c) { return arch_canonical(c.arch); }
 
 bool adapter_is_gguf(const std::string& path) {
-  if (!path_exists(path) || path_is_dir(path) || !has_gguf_magic(path)) return false;
+  if (!path_exists(path) || path_is_dir(path) || !gguf_has_magic(path)) return false;
   try {
     return GGUFFile::open(path)->get_str("general.type", "") == "adapter";
   } catch (const Error&) {

@@ -16,6 +16,7 @@
 #include "core/device_mem.h"
 #include "core/error.h"
 #include "core/log.h"
+#include "io/gguf.h"
 #include "io/mapped_file.h"
 #include "io/safetensors.h"
 #include "train/adapter_gguf.h"
@@ -104,9 +105,7 @@ bool ends_with(const std::string& s, const char* suf) {
 bool looks_gguf(const std::string& path) {
   if (path_is_dir(path)) return false;
   if (ends_with(path, ".gguf")) return true;
-  std::ifstream in(path, std::ios::binary);
-  char m[4] = {};
-  return in.read(m, 4) && std::memcmp(m, "GGUF", 4) == 0;
+  return gguf_has_magic(path);
 }
 
 // A resumed run keeps its own scale; say so when the file was trained with another one.
